@@ -1,0 +1,133 @@
+"""Data sets of the course: what each multi-task model learns from.
+
+Every builder is seeded, returns tensors and splits them into train / validation / test
+:class:`TaskData` so that the training loop never needs to know where the data came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Inputs and one target tensor per task, all with the same number of rows.
+
+    Parameters
+    ----------
+    x
+        Inputs, shape ``(N, ...)``.
+    targets
+        Task name -> target tensor of shape ``(N, ...)``.
+    """
+
+    x: torch.Tensor
+    targets: Mapping[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("TaskData needs at least one task target")
+        n = len(self.x)
+        for name, y in self.targets.items():
+            if len(y) != n:
+                raise ValueError(f"target {name!r} has {len(y)} rows but x has {n}")
+            if y.is_floating_point() and not torch.isfinite(y).all():
+                raise ValueError(f"target {name!r} contains NaN or infinite values")
+        if not torch.isfinite(self.x).all():
+            raise ValueError("x contains NaN or infinite values")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names, in the order the targets were given."""
+        return list(self.targets)
+
+    def subset(self, index: torch.Tensor) -> TaskData:
+        """Rows ``index`` of the inputs and of every target."""
+        return TaskData(self.x[index], {k: v[index] for k, v in self.targets.items()})
+
+    def to(self, device: torch.device | str) -> TaskData:
+        """A copy with every tensor on ``device``."""
+        return TaskData(self.x.to(device), {k: v.to(device) for k, v in self.targets.items()})
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of one data set."""
+
+    train: TaskData
+    val: TaskData
+    test: TaskData
+
+    def to(self, device: torch.device | str) -> Splits:
+        """A copy with every split on ``device``."""
+        return Splits(self.train.to(device), self.val.to(device), self.test.to(device))
+
+
+def regression_classification(
+    n: int = 1000,
+    *,
+    seed: int = 123,
+    test_fraction: float = 0.3,
+    val_fraction: float = 0.2,
+    nonlinear: bool = False,
+) -> Splits:
+    r"""The data of the R post "Multi-Task Learning with torch in R" (2025).
+
+    Five standard-normal features :math:`x_1, \dots, x_5` and two targets:
+
+    - ``regression``: :math:`0.7 x_1 + 0.3 x_2 - 0.5 x_3 + 0.2 \varepsilon`, with
+      :math:`\varepsilon \sim \mathcal N(0, 1)`;
+    - ``classification``: :math:`\mathbb 1[0.8 x_1 - 0.4 x_4 + 0.6 x_5 > 0]` — a *linear* rule, although
+      the post calls it nonlinear. With ``nonlinear=True`` it is instead
+      :math:`\mathbb 1[x_1^2 + x_4^2 < 2\ln 2]`, a disc that holds half of the points
+      (:math:`x_1^2 + x_4^2 \sim \chi^2_2`, whose median is :math:`2 \ln 2`).
+
+    As in the post, the first ``1 - test_fraction`` of the rows are for training and the rest for
+    testing; then a random ``val_fraction`` of the training rows is held out for validation.
+
+    Parameters
+    ----------
+    n
+        Number of rows in all.
+    seed
+        Seed of the generator that draws features, noise and the validation rows.
+    test_fraction, val_fraction
+        Fractions described above, each in (0, 1).
+    nonlinear
+        Replace the linear classification rule by the disc described above.
+
+    Returns
+    -------
+    Splits
+        ``train``, ``val`` and ``test``; ``x`` is float32 ``(N, 5)``, each target float32 ``(N,)``.
+    """
+    if n < 10:
+        raise ValueError(f"n must be at least 10, got {n}")
+    for name, frac in [("test_fraction", test_fraction), ("val_fraction", val_fraction)]:
+        if not 0 < frac < 1:
+            raise ValueError(f"{name} must lie in (0, 1), got {frac}")
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=gen)
+    noise = torch.randn(n, generator=gen)
+    y_reg = 0.7 * x[:, 0] + 0.3 * x[:, 1] - 0.5 * x[:, 2] + 0.2 * noise
+    if nonlinear:
+        y_cls = (x[:, 0] ** 2 + x[:, 3] ** 2 < 2 * math.log(2)).float()
+    else:
+        y_cls = (0.8 * x[:, 0] - 0.4 * x[:, 3] + 0.6 * x[:, 4] > 0).float()
+    data = TaskData(x, {"regression": y_reg, "classification": y_cls})
+
+    n_train = round((1 - test_fraction) * n)
+    perm = torch.randperm(n_train, generator=gen)
+    n_val = round(val_fraction * n_train)
+    return Splits(
+        train=data.subset(perm[n_val:].sort().values),
+        val=data.subset(perm[:n_val].sort().values),
+        test=data.subset(torch.arange(n_train, n)),
+    )

@@ -1,0 +1,112 @@
+"""How good is a model, task by task.
+
+Every function takes predictions and targets (tensors or arrays of the same length) and returns a
+float. Classification metrics take *logits* (what the heads output), not probabilities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+
+from mtlcourse.tasks import Task
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def _pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    p = pred.detach().cpu().double().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred, float)
+    t = (
+        target.detach().cpu().double().numpy()
+        if isinstance(target, torch.Tensor)
+        else np.asarray(target, float)
+    )
+    if p.shape != t.shape:
+        raise ValueError(f"predictions have shape {p.shape} but targets have shape {t.shape}")
+    if p.size == 0:
+        raise ValueError("cannot score empty predictions")
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+        raise ValueError("predictions or targets contain NaN or infinite values")
+    return p, t
+
+
+def mse(pred: ArrayLike, target: ArrayLike) -> float:
+    r"""Mean squared error :math:`\frac1N \sum (\hat y - y)^2`."""
+    p, t = _pair(pred, target)
+    return float(np.mean((p - t) ** 2))
+
+
+def rmse(pred: ArrayLike, target: ArrayLike) -> float:
+    """Root mean squared error, in the target's units."""
+    return mse(pred, target) ** 0.5
+
+
+def mae(pred: ArrayLike, target: ArrayLike) -> float:
+    r"""Mean absolute error :math:`\frac1N \sum |\hat y - y|`."""
+    p, t = _pair(pred, target)
+    return float(np.mean(np.abs(p - t)))
+
+
+def r2_correlation(pred: ArrayLike, target: ArrayLike) -> float:
+    r"""Squared Pearson correlation between predictions and targets — the R post's "R-squared".
+
+    It ignores bias and scale: predictions ``2·y + 5`` score 1. Compare :func:`r2_score`.
+    """
+    p, t = _pair(pred, target)
+    if p.std() == 0 or t.std() == 0:
+        raise ValueError("R² (correlation) is undefined when predictions or targets are constant")
+    return float(np.corrcoef(p, t)[0, 1] ** 2)
+
+
+def r2_score(pred: ArrayLike, target: ArrayLike) -> float:
+    r"""Coefficient of determination :math:`1 - \sum(\hat y - y)^2 / \sum(y - \bar y)^2` (scikit-learn's)."""
+    p, t = _pair(pred, target)
+    return float(skm.r2_score(t, p))
+
+
+def bce(logits: ArrayLike, target: ArrayLike) -> float:
+    r"""Binary cross-entropy of the sigmoid of ``logits``, in nats (``BCEWithLogitsLoss``)."""
+    z, t = _pair(logits, target)
+    # log(1 + e^z) - t z, written to be stable for large |z|
+    return float(np.mean(np.logaddexp(0.0, z) - t * z))
+
+
+def accuracy(logits: ArrayLike, target: ArrayLike) -> float:
+    """Fraction of rows where ``logits > 0`` (probability above 0.5) matches the 0/1 target."""
+    z, t = _pair(logits, target)
+    return float(np.mean((z > 0) == (t > 0.5)))
+
+
+def roc_auc(logits: ArrayLike, target: ArrayLike) -> float:
+    """Area under the ROC curve (scikit-learn); any monotone score, such as a logit, will do."""
+    z, t = _pair(logits, target)
+    if len(np.unique(t)) < 2:
+        raise ValueError("ROC AUC needs both classes among the targets")
+    return float(skm.roc_auc_score(t, z))
+
+
+def report(
+    tasks: list[Task], outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
+) -> pd.DataFrame:
+    """One row per (task, metric): MSE, RMSE, MAE, R² for regression; BCE, accuracy, AUC for binary tasks.
+
+    Multiclass tasks get cross-entropy and accuracy.
+    """
+    rows = []
+    for task in tasks:
+        out, y = outputs[task.name], targets[task.name]
+        if task.kind == "regression":
+            scores = {
+                "MSE": mse(out, y),
+                "RMSE": rmse(out, y),
+                "MAE": mae(out, y),
+                "R² (corr²)": r2_correlation(out, y),
+            }
+        elif task.kind == "binary":
+            scores = {"BCE": bce(out, y), "Accuracy": accuracy(out, y), "AUC": roc_auc(out, y)}
+        else:
+            scores = {"Cross-entropy": task.loss(out, y).item(), "Accuracy": task.accuracy(out, y)}
+        rows += [{"task": task.name, "metric": k, "value": v} for k, v in scores.items()]
+    return pd.DataFrame(rows)

@@ -1,0 +1,104 @@
+"""Hard parameter sharing: one trunk that every task uses, one head per task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+
+class MultiTaskModel(nn.Module):
+    """A shared trunk followed by named task heads.
+
+    Parameters
+    ----------
+    trunk
+        The shared network; its output (the *shared features*) is the input of every head.
+    heads
+        Task name -> head. A head with a single output unit has that unit squeezed away, so a
+        regression or binary head returns shape ``(N,)``.
+
+    Notes
+    -----
+    ``forward(x, return_features=True)`` also returns the shared features: Jacobian descent
+    (:func:`mtlcourse.autojac.mtl_backward`) backpropagates through them.
+    """
+
+    def __init__(self, trunk: nn.Module, heads: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("a multi-task model needs at least one head")
+        self.trunk = trunk
+        self.heads = nn.ModuleDict(heads)
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names, in the order the heads were given."""
+        return list(self.heads)
+
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], torch.Tensor]:
+        features = self.trunk(x)
+        outputs = {}
+        for name, head in self.heads.items():
+            out = head(features)
+            outputs[name] = out.squeeze(-1) if out.shape[-1] == 1 else out
+        return (outputs, features) if return_features else outputs
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the trunk."""
+        return list(self.trunk.parameters())
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Task name -> parameters of its head."""
+        return {name: list(head.parameters()) for name, head in self.heads.items()}
+
+
+def mlp(sizes: Sequence[int], final_activation: bool = True) -> nn.Sequential:
+    """Fully connected layers ``sizes[0] -> sizes[1] -> …`` with ReLU between them.
+
+    With ``final_activation`` the last layer is followed by a ReLU too (as a trunk is).
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"an MLP needs at least an input and an output size, got {list(sizes)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def hard_sharing_mlp(
+    in_features: int, hidden: Sequence[int], head_outputs: Mapping[str, int]
+) -> MultiTaskModel:
+    """An MLP trunk ``in_features -> hidden[0] -> … -> hidden[-1]`` (ReLU) and one linear head per task.
+
+    Parameters
+    ----------
+    in_features
+        Size of an input row.
+    hidden
+        Widths of the trunk's layers; the last one is the size of the shared features.
+    head_outputs
+        Task name -> number of outputs of its head (1 for regression and binary tasks).
+    """
+    trunk = mlp([in_features, *hidden])
+    heads = {name: nn.Linear(hidden[-1], out) for name, out in head_outputs.items()}
+    return MultiTaskModel(trunk, heads)
+
+
+def r_post_model() -> MultiTaskModel:
+    """The R post's network: 5 -> 10 -> 10 (ReLU) shared, a 1-unit regression and classification head.
+
+    60 + 110 + 11 + 11 = 192 parameters.
+    """
+    return hard_sharing_mlp(5, [10, 10], {"regression": 1, "classification": 1})
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable scalars in ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,214 @@
+"""One training loop for every chapter: epochs, batches, validation, early stopping, history."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from mtlcourse.data import TaskData
+from mtlcourse.models import MultiTaskModel
+from mtlcourse.strategy import Strategy
+from mtlcourse.tasks import Task
+from mtlcourse.weighting import equal_weights
+
+OptimizerFactory = Callable[[list[dict]], torch.optim.Optimizer]
+
+
+def _check_tasks(model: MultiTaskModel, tasks: Sequence[Task], *datasets: TaskData | None) -> None:
+    if not tasks:
+        raise ValueError("fit needs at least one task")
+    names = [t.name for t in tasks]
+    if names != model.task_names:
+        raise ValueError(
+            f"tasks {names} do not match the model's heads {model.task_names} (same names, same order)"
+        )
+    for data in datasets:
+        if data is not None and (unknown := set(names) - set(data.task_names)):
+            raise ValueError(
+                f"no target for task(s) {sorted(unknown)} in the data (it has {data.task_names})"
+            )
+
+
+def task_losses(model: MultiTaskModel, tasks: Sequence[Task], x: torch.Tensor, targets) -> tuple:
+    """Forward pass: the per-task mean losses (shape ``(m,)``), the outputs and the shared features."""
+    outputs, features = model(x, return_features=True)
+    losses = torch.stack([task.loss(outputs[task.name], targets[task.name]) for task in tasks])
+    return losses, outputs, features
+
+
+@torch.no_grad()
+def predict(model: MultiTaskModel, data: TaskData) -> dict[str, torch.Tensor]:
+    """The model's outputs on ``data`` in evaluation mode, as CPU tensors."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs = model(data.x.to(device))
+    model.train(was_training)
+    return {name: out.cpu() for name, out in outputs.items()}
+
+
+@torch.no_grad()
+def _validate(model: MultiTaskModel, tasks: Sequence[Task], data: TaskData, weights: torch.Tensor) -> dict:
+    model.eval()
+    losses, outputs, _ = task_losses(model, tasks, data.x, data.targets)
+    model.train()
+    row = {f"val_loss_{t.name}": loss.item() for t, loss in zip(tasks, losses, strict=True)}
+    row["val_total"] = (weights @ losses.double().cpu()).item()
+    for task in tasks:
+        acc = task.accuracy(outputs[task.name], data.targets[task.name])
+        if acc is not None:
+            row[f"val_acc_{task.name}"] = acc
+    return row
+
+
+def _log_line(row: dict, tasks: Sequence[Task]) -> str:
+    parts = [f"Epoch {row['epoch']:>3}", f"train loss {row['train_total']:.4f}"]
+    if "val_total" in row:
+        parts.append(f"val loss {row['val_total']:.4f}")
+    parts += [f"val acc {t.name} {row[f'val_acc_{t.name}']:.3f}" for t in tasks if f"val_acc_{t.name}" in row]
+    return " | ".join(parts)
+
+
+def fit(
+    model: MultiTaskModel,
+    tasks: Sequence[Task],
+    train: TaskData,
+    val: TaskData | None = None,
+    *,
+    strategy: Strategy | None = None,
+    epochs: int = 100,
+    lr: float = 0.01,
+    weight_decay: float = 0.0,
+    optimizer: OptimizerFactory | None = None,
+    batch_size: int | None = None,
+    clip_grad_norm: float | None = None,
+    patience: int | None = None,
+    log_epochs: Iterable[int] = (),
+    progress: bool | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Train ``model`` on all ``tasks`` at once and return its history.
+
+    Each step computes every task's mean loss on the batch and hands the vector of losses to
+    ``strategy``, which fills ``.grad``; then the gradient is clipped (optional) and the optimiser steps.
+    After each epoch the model is scored on ``val``.
+
+    Parameters
+    ----------
+    model
+        The multi-task model; its head names must be the task names, in the same order.
+    tasks
+        What each head is asked to do (its loss and accuracy).
+    train, val
+        Training data, and optional validation data scored after every epoch.
+    strategy
+        How the per-task losses become gradients; default: equal weights ``1/m`` (mean of the losses).
+    epochs
+        Number of passes over ``train``.
+    lr, weight_decay
+        Learning rate and L2 penalty of the default optimiser, ``torch.optim.Adam``. The penalty applies
+        to the model's parameters only, not to a strategy's own parameters.
+    optimizer
+        Instead of Adam: a function from parameter groups to an optimiser, e.g.
+        ``lambda groups: torch.optim.SGD(groups, lr=0.1)``.
+    batch_size
+        Mini-batch size; ``None`` trains on the full batch (one step per epoch).
+    clip_grad_norm
+        If given, clip the global gradient norm of the model's parameters to this value.
+    patience
+        Early stopping: stop once ``val_total`` has not improved for this many epochs, and restore the
+        weights of the best epoch. Needs ``val``.
+    log_epochs
+        Epochs after which to print one summary line (rounded, so stored notebook outputs are stable).
+    progress
+        Show a tqdm progress bar; by default only when standard error is a terminal, so that no bar
+        residue ends up in stored notebook outputs.
+    seed
+        Seed of the mini-batch order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per epoch: ``train_loss_<task>``, ``train_total`` (the weighted sum that was
+        optimised), ``weight_<task>`` (mean over the epoch's steps), and with ``val``:
+        ``val_loss_<task>``, ``val_total``, ``val_acc_<task>`` for classification tasks.
+        ``history.attrs["best_epoch"]`` is the epoch with the lowest ``val_total`` (with ``val``).
+    """
+    _check_tasks(model, tasks, train, val)
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if patience is not None and val is None:
+        raise ValueError("early stopping (patience) needs validation data")
+    strategy = strategy if strategy is not None else equal_weights(len(tasks))
+    device = next(model.parameters()).device
+    train = train.to(device)
+    val = val.to(device) if val is not None else None
+    groups = [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    if extra := strategy.parameters():
+        groups.append({"params": extra, "weight_decay": 0.0})
+    opt = optimizer(groups) if optimizer is not None else torch.optim.Adam(groups, lr=lr)
+
+    n = len(train)
+    batch = n if batch_size is None else batch_size
+    gen = torch.Generator().manual_seed(seed)
+    log_epochs = set(log_epochs)
+    show = sys.stderr.isatty() if progress is None else progress
+    rows: list[dict] = []
+    best_total, best_state, since_best = float("inf"), None, 0
+
+    model.train()
+    for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not show, leave=False):
+        order = torch.arange(n) if batch >= n else torch.randperm(n, generator=gen)
+        sum_losses = torch.zeros(len(tasks), dtype=torch.float64)
+        sum_weights = torch.zeros(len(tasks), dtype=torch.float64)
+        sum_total, steps = 0.0, 0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch].to(device)
+            targets = {k: v[idx] for k, v in train.targets.items()}
+            losses, _, features = task_losses(model, tasks, train.x[idx], targets)
+            if not torch.isfinite(losses).all():
+                bad = [t.name for t, v in zip(tasks, losses, strict=True) if not torch.isfinite(v)]
+                raise FloatingPointError(f"the loss of task(s) {bad} is not finite at epoch {epoch}")
+            opt.zero_grad()
+            weights = strategy.backward(losses, model, features).detach().double().cpu()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            opt.step()
+            w_len = len(idx)
+            sum_losses += losses.detach().double().cpu() * w_len
+            sum_total += (weights @ losses.detach().double().cpu()).item() * w_len
+            sum_weights += weights
+            steps += 1
+
+        row: dict = {"epoch": epoch}
+        row |= {f"train_loss_{t.name}": v.item() for t, v in zip(tasks, sum_losses / n, strict=True)}
+        row["train_total"] = sum_total / n
+        row |= {f"weight_{t.name}": v.item() for t, v in zip(tasks, sum_weights / steps, strict=True)}
+        if val is not None:
+            row |= _validate(model, tasks, val, weights)
+        rows.append(row)
+        strategy.end_epoch(row)
+        if epoch in log_epochs:
+            print(_log_line(row, tasks))
+
+        if val is not None:
+            if row["val_total"] < best_total:
+                best_total, since_best = row["val_total"], 0
+                if patience is not None:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+            if patience is not None and since_best >= patience:
+                break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history = pd.DataFrame(rows)
+    if val is not None:
+        history.attrs["best_epoch"] = int(history.loc[history["val_total"].idxmin(), "epoch"])
+    return history

@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from mtlcourse.data import TaskData, regression_classification
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return regression_classification()
+
+
+def test_split_sizes_follow_the_r_post(splits):
+    # 70/30 split of 1000 rows, then 20 % of the 700 training rows held out
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (560, 140, 300)
+
+
+def test_splits_are_disjoint_and_cover_every_row(splits):
+    rows = torch.cat([splits.train.x, splits.val.x, splits.test.x])
+    assert torch.unique(rows, dim=0).shape[0] == 1000
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b, c = (
+        regression_classification(seed=1),
+        regression_classification(seed=1),
+        regression_classification(seed=2),
+    )
+    assert torch.equal(a.train.x, b.train.x)
+    assert not torch.equal(a.train.x, c.train.x)
+
+
+def test_regression_coefficients_are_recovered_by_least_squares():
+    data = regression_classification(n=20_000, seed=0).train
+    x = torch.cat([data.x, torch.ones(len(data), 1)], dim=1).double()
+    coef = torch.linalg.lstsq(x, data.targets["regression"].double()[:, None]).solution.squeeze()
+    # noise sd 0.2 on ~11k rows: the standard error of each coefficient is ~0.002
+    torch.testing.assert_close(
+        coef, torch.tensor([0.7, 0.3, -0.5, 0.0, 0.0, 0.0], dtype=torch.float64), atol=0.01, rtol=0
+    )
+    residual = data.targets["regression"] - (x.float() @ coef.float())
+    assert residual.std().item() == pytest.approx(0.2, rel=0.05)
+
+
+def test_classification_target_is_the_stated_linear_rule(splits):
+    for part in (splits.train, splits.val, splits.test):
+        x = part.x
+        expected = (0.8 * x[:, 0] - 0.4 * x[:, 3] + 0.6 * x[:, 4] > 0).float()
+        assert torch.equal(part.targets["classification"], expected)
+
+
+def test_nonlinear_target_is_a_balanced_disc():
+    data = regression_classification(n=20_000, seed=0, nonlinear=True).train
+    x = data.x
+    assert torch.equal(
+        data.targets["classification"], (x[:, 0] ** 2 + x[:, 3] ** 2 < 2 * math.log(2)).float()
+    )
+    assert data.targets["classification"].mean().item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_test_rows_are_the_last_thirty_percent():
+    gen = torch.Generator().manual_seed(123)
+    x = torch.randn(1000, 5, generator=gen)
+    assert torch.equal(regression_classification(seed=123).test.x, x[700:])
+
+
+@pytest.mark.parametrize("kwargs", [{"n": 3}, {"test_fraction": 1.0}, {"val_fraction": 0.0}])
+def test_bad_arguments_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        regression_classification(**kwargs)
+
+
+def test_task_data_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="'y' has 3 rows but x has 4"):
+        TaskData(torch.zeros(4, 2), {"y": torch.zeros(3)})
+
+
+def test_task_data_refuses_nan_targets():
+    with pytest.raises(ValueError, match="'y' contains NaN"):
+        TaskData(torch.zeros(2, 2), {"y": torch.tensor([0.0, float("nan")])})
+
+
+def test_task_data_needs_a_target():
+    with pytest.raises(ValueError, match="at least one task"):
+        TaskData(torch.zeros(2, 2), {})

@@ -1,0 +1,159 @@
+import pytest
+import torch
+
+from mtlcourse.data import TaskData, regression_classification
+from mtlcourse.models import hard_sharing_mlp, r_post_model
+from mtlcourse.strategy import Strategy
+from mtlcourse.tasks import Task
+from mtlcourse.training import fit, predict, task_losses
+from mtlcourse.weighting import StaticWeights
+
+TASKS = [Task("regression", "regression"), Task("classification", "binary")]
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return regression_classification(n=300, seed=0)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return r_post_model()
+
+
+def test_fit_reduces_both_task_losses(splits):
+    history = fit(_model(), TASKS, splits.train, splits.val, epochs=60, lr=0.01)
+    first, last = history.iloc[0], history.iloc[-1]
+    for name in ("regression", "classification"):
+        assert last[f"train_loss_{name}"] < 0.5 * first[f"train_loss_{name}"]
+        assert last[f"val_loss_{name}"] < first[f"val_loss_{name}"]
+    assert len(history) == 60
+
+
+def test_full_batch_train_total_is_the_weighted_sum_before_the_step(splits):
+    model = _model()
+    with torch.no_grad():
+        losses, _, _ = task_losses(model, TASKS, splits.train.x, splits.train.targets)
+    history = fit(model, TASKS, splits.train, strategy=StaticWeights([0.3, 0.7]), epochs=1)
+    assert history.loc[0, "train_total"] == pytest.approx(
+        (0.3 * losses[0] + 0.7 * losses[1]).item(), rel=1e-6
+    )
+    assert history.loc[0, "weight_regression"] == pytest.approx(0.3)
+
+
+def test_mini_batches_are_reproducible_with_the_seed(splits):
+    a = fit(_model(), TASKS, splits.train, epochs=3, batch_size=32, seed=5)
+    b = fit(_model(), TASKS, splits.train, epochs=3, batch_size=32, seed=5)
+    c = fit(_model(), TASKS, splits.train, epochs=3, batch_size=32, seed=6)
+    assert a.equals(b)
+    assert not a.equals(c)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    train = regression_classification(n=300, seed=0).train
+    # validation targets that disagree with the training ones: validation loss rises as training fits
+    val = TaskData(
+        train.x,
+        {"regression": -train.targets["regression"], "classification": 1 - train.targets["classification"]},
+    )
+    model = _model()
+    history = fit(model, TASKS, train, val, epochs=200, lr=0.05, patience=5)
+    best = history.attrs["best_epoch"]
+    assert len(history) == best + 5 < 200
+    with torch.no_grad():
+        losses, _, _ = task_losses(model.eval(), TASKS, val.x, val.targets)
+    assert (0.5 * losses.sum()).item() == pytest.approx(history.loc[best - 1, "val_total"], rel=1e-5)
+
+
+def test_weight_decay_shrinks_the_weights(splits):
+    free, decayed = _model(), _model()
+    fit(free, TASKS, splits.train, epochs=50)
+    fit(decayed, TASKS, splits.train, epochs=50, weight_decay=0.5)
+    norm = lambda m: torch.cat([p.flatten() for p in m.parameters()]).norm()  # noqa: E731
+    assert norm(decayed) < 0.8 * norm(free)
+
+
+class _Huge(Strategy):
+    """Writes a gradient of norm 1e6 into every parameter."""
+
+    def backward(self, losses, model, features):
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 1e6)
+        return torch.ones(len(losses))
+
+
+def test_clipping_bounds_the_step(splits):
+    model = _model()
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    sgd = lambda groups: torch.optim.SGD(groups, lr=1.0)  # noqa: E731
+    fit(model, TASKS, splits.train, strategy=_Huge(), epochs=1, optimizer=sgd, clip_grad_norm=1.0)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(1.0, rel=1e-4)
+
+
+class _Learnable(Strategy):
+    def __init__(self):
+        self.s = torch.nn.Parameter(torch.zeros(2))
+
+    def backward(self, losses, model, features):
+        (torch.softmax(self.s, 0) @ losses).backward()
+        return torch.softmax(self.s, 0).detach()
+
+    def parameters(self):
+        return [self.s]
+
+
+def test_a_strategy_s_own_parameters_are_optimised(splits):
+    strategy = _Learnable()
+    fit(_model(), TASKS, splits.train, strategy=strategy, epochs=3)
+    assert not torch.equal(strategy.s.detach(), torch.zeros(2))
+
+
+def test_log_lines_are_printed_for_the_requested_epochs(splits, capsys):
+    fit(_model(), TASKS, splits.train, splits.val, epochs=4, log_epochs=(1, 4))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("|")[0].strip() for line in lines] == ["Epoch   1", "Epoch   4"]
+    assert "val acc classification" in lines[0]
+
+
+def test_predict_runs_on_every_row_in_eval_mode(splits):
+    model = _model()
+    outputs = predict(model, splits.test)
+    assert outputs["regression"].shape == (len(splits.test),)
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        (
+            [Task("classification", "binary"), Task("regression", "regression")],
+            "do not match the model's heads",
+        ),
+        ([Task("regression", "regression"), Task("class", "binary")], "do not match the model's heads"),
+        ([], "at least one task"),
+    ],
+)
+def test_tasks_must_match_the_heads(splits, tasks, message):
+    with pytest.raises(ValueError, match=message):
+        fit(_model(), tasks, splits.train, epochs=1)
+
+
+def test_unknown_task_in_the_data_is_named(splits):
+    model = hard_sharing_mlp(5, [4], {"regression": 1, "other": 1})
+    tasks = [Task("regression", "regression"), Task("other", "regression")]
+    with pytest.raises(ValueError, match=r"no target for task\(s\) \['other'\]"):
+        fit(model, tasks, splits.train, epochs=1)
+
+
+def test_a_non_finite_loss_stops_training_with_the_task_named(splits):
+    model = _model()
+    with torch.no_grad():
+        model.heads["regression"].bias.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"\['regression'\].*epoch 1"):
+        fit(model, TASKS, splits.train, epochs=1)
+
+
+def test_early_stopping_without_validation_is_refused(splits):
+    with pytest.raises(ValueError, match="needs validation"):
+        fit(_model(), TASKS, splits.train, epochs=1, patience=3)
