@@ -1,0 +1,38 @@
+# Two commands on a fresh machine (see README):  make book  ·  make test
+# Both create or reuse .venv and install the pinned set (constraints.txt) into it.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: book test lint unit notebooks env clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $@
+
+book: $(STAMP)
+	rm -rf _build/html
+	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	@echo "The course is in _build/html/index.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters
+
+test: lint unit notebooks
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache
