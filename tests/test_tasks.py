@@ -35,3 +35,12 @@ def test_unknown_kind_and_shape_mismatch_are_refused():
         Task("x", "ranking")
     with pytest.raises(ValueError, match=r"output shape \(3, 1\) differs from target shape \(3,\)"):
         Task("r", "regression").loss(torch.zeros(3, 1), torch.zeros(3))
+
+
+def test_r2_is_the_coefficient_of_determination():
+    y = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert Task("r", "regression").r2(y, y) == pytest.approx(1.0)
+    assert Task("r", "regression").r2(torch.full((4,), 2.5), y) == pytest.approx(0.0)
+    # residuals 1, 0, 0, 1 against a total sum of squares of 5
+    assert Task("r", "regression").r2(torch.tensor([2.0, 2.0, 3.0, 3.0]), y) == pytest.approx(1 - 2 / 5)
+    assert Task("c", "binary").r2(y, y) is None

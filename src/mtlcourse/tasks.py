@@ -52,3 +52,14 @@ class Task:
             return None
         predicted = output.argmax(dim=-1) if self.kind == "multiclass" else (output > 0).to(target.dtype)
         return (predicted == target).float().mean().item()
+
+    def r2(self, output: torch.Tensor, target: torch.Tensor) -> float | None:
+        r"""Coefficient of determination :math:`1 - \sum(\hat y - y)^2 / \sum(y - \bar y)^2`.
+
+        ``None`` unless the task is a regression.
+        """
+        if self.kind != "regression":
+            return None
+        residual = (output - target).pow(2).sum()
+        spread = (target - target.mean()).pow(2).sum()
+        return (1 - residual / spread).item()

@@ -63,6 +63,9 @@ def _validate(model: MultiTaskModel, tasks: Sequence[Task], data: TaskData, weig
         acc = task.accuracy(outputs[task.name], data.targets[task.name])
         if acc is not None:
             row[f"val_acc_{task.name}"] = acc
+        r2 = task.r2(outputs[task.name], data.targets[task.name])
+        if r2 is not None:
+            row[f"val_r2_{task.name}"] = r2
     return row
 
 
@@ -136,7 +139,8 @@ def fit(
     pandas.DataFrame
         One row per epoch: ``train_loss_<task>``, ``train_total`` (the weighted sum that was
         optimised), ``weight_<task>`` (mean over the epoch's steps), and with ``val``:
-        ``val_loss_<task>``, ``val_total``, ``val_acc_<task>`` for classification tasks.
+        ``val_loss_<task>``, ``val_total``, ``val_acc_<task>`` for classification tasks and
+        ``val_r2_<task>`` (coefficient of determination) for regression tasks.
         ``history.attrs["best_epoch"]`` is the epoch with the lowest ``val_total`` (with ``val``).
     """
     _check_tasks(model, tasks, train, val)
