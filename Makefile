@@ -28,8 +28,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# One CPU thread: the chapters' models are small, a single thread is as fast, and it keeps the
+# stored numbers independent of the machine's core count and of other load on it.
 notebooks: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters
 
 test: lint unit notebooks

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtlcourse.data import TaskData, regression_classification
+from mtlcourse.data import TaskData, regression_classification, sin_cos
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,37 @@ def test_task_data_refuses_nan_targets():
 def test_task_data_needs_a_target():
     with pytest.raises(ValueError, match="at least one task"):
         TaskData(torch.zeros(2, 2), {})
+
+
+def test_sin_cos_targets_are_the_functions_of_the_input():
+    splits = sin_cos(seed=3, cos_scale=10.0)
+    for part in (splits.train, splits.val, splits.test):
+        x = part.x[:, 0]
+        torch.testing.assert_close(part.targets["sin"], torch.sin(x))
+        torch.testing.assert_close(part.targets["cos"], 10 * torch.cos(x))
+
+
+def test_sin_cos_inputs_cover_the_interval_and_nothing_else():
+    splits = sin_cos(n_train=5000)
+    x = splits.train.x
+    assert x.shape == (5000, 1)
+    assert -2 * math.pi <= x.min().item() < -2 * math.pi + 0.05
+    assert 2 * math.pi - 0.05 < x.max().item() <= 2 * math.pi
+
+
+def test_sin_cos_noise_has_the_requested_spread():
+    splits = sin_cos(n_train=20_000, noise=0.3)
+    residual = splits.train.targets["sin"] - torch.sin(splits.train.x[:, 0])
+    assert residual.std().item() == pytest.approx(0.3, rel=0.03)
+
+
+def test_sin_cos_splits_are_independent_draws():
+    splits = sin_cos()
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (1000, 250, 500)
+    assert not torch.isin(splits.test.x, splits.train.x).any()
+
+
+@pytest.mark.parametrize("kwargs", [{"low": 1.0, "high": 1.0}, {"n_val": 0}, {"noise": -0.1}])
+def test_sin_cos_refuses_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        sin_cos(**kwargs)

@@ -131,3 +131,56 @@ def regression_classification(
         val=data.subset(perm[:n_val].sort().values),
         test=data.subset(torch.arange(n_train, n)),
     )
+
+
+def sin_cos(
+    n_train: int = 1000,
+    n_val: int = 250,
+    n_test: int = 500,
+    *,
+    seed: int = 0,
+    low: float = -2 * math.pi,
+    high: float = 2 * math.pi,
+    cos_scale: float = 1.0,
+    noise: float = 0.0,
+) -> Splits:
+    r"""One real input, two targets: :math:`\sin x` and :math:`c \cos x`.
+
+    The inputs are drawn uniformly from ``[low, high]``, by default :math:`[-2\pi, 2\pi]`: two full
+    periods, so a network must learn each curve's whole shape, and the two targets are shifted copies
+    of each other (:math:`\cos x = \sin(x + \pi/2)`) — related tasks that a shared trunk can serve.
+
+    Parameters
+    ----------
+    n_train, n_val, n_test
+        Rows in each split, all drawn independently from the same interval.
+    seed
+        Seed of the generator that draws inputs and noise.
+    low, high
+        The interval of the inputs.
+    cos_scale
+        The factor :math:`c` of the cosine target: ``10`` makes its loss about 100 times the sine's,
+        the loss-scale mismatch that motivates loss weighting.
+    noise
+        Standard deviation of Gaussian noise added to both targets.
+
+    Returns
+    -------
+    Splits
+        ``x`` is float32 ``(N, 1)``; targets ``"sin"`` and ``"cos"`` are float32 ``(N,)``.
+    """
+    if not low < high:
+        raise ValueError(f"need low < high, got [{low}, {high}]")
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(f"every split needs at least one row, got {n_train}, {n_val}, {n_test}")
+    if noise < 0:
+        raise ValueError(f"noise must be a non-negative standard deviation, got {noise}")
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(n: int) -> TaskData:
+        x = low + (high - low) * torch.rand(n, 1, generator=gen)
+        sin = torch.sin(x[:, 0]) + noise * torch.randn(n, generator=gen)
+        cos = cos_scale * torch.cos(x[:, 0]) + noise * torch.randn(n, generator=gen)
+        return TaskData(x, {"sin": sin, "cos": cos})
+
+    return Splits(train=draw(n_train), val=draw(n_val), test=draw(n_test))

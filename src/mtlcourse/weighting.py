@@ -1,7 +1,13 @@
-"""Loss weighting: how m task losses are turned into the one number that ``backward()`` sees."""
+"""Loss weighting: how m task losses are turned into the one number that ``backward()`` sees.
+
+Static weights, the initial-loss normalisation, inverse validation accuracy, uncertainty weighting
+(Kendall et al. 2018) and Dynamic Weight Average (Liu et al. 2019). Each one returns from
+``backward`` the weights :math:`w_i` that multiplied the task losses on that step.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -19,6 +25,8 @@ class LossWeighting(Strategy):
 
     def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
         w = self.weights(losses, model).to(losses)
+        if w.shape != losses.shape:
+            raise ValueError(f"{tuple(w.shape)} weights for {tuple(losses.shape)} task losses")
         (w @ losses).backward()
         return w.detach()
 
@@ -64,3 +72,266 @@ def equal_weights(m: int) -> StaticWeights:
     if m < 1:
         raise ValueError(f"need at least one task, got m={m}")
     return StaticWeights([1.0 / m] * m)
+
+
+def _tasks_in(record: Mapping[str, float], prefixes: Sequence[str]) -> list[str]:
+    """Task names that appear in a history row under any of ``prefixes``, in order of appearance."""
+    names: dict[str, None] = {}
+    for key in record:
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                names[key[len(prefix) :]] = None
+    return list(names)
+
+
+def _in_model_order(values: Mapping[str, float], model: MultiTaskModel, what: str) -> torch.Tensor:
+    if set(values) != set(model.task_names):
+        raise ValueError(f"{what} name tasks {list(values)}, the model has {model.task_names}")
+    return torch.tensor([values[name] for name in model.task_names], dtype=torch.float64)
+
+
+class InitialLossNormalisation(LossWeighting):
+    r"""Divide each loss by its value on the first step: :math:`L = \sum_i L_i / L_i(0)`.
+
+    The weights are :math:`w_i = 1 / L_i(0)`, where :math:`L_i(0)` is task :math:`i`'s (detached)
+    loss on the first step this strategy sees (with mini-batches: on the first batch; a new
+    instance is needed for a new training run). Every task then starts at a weighted loss of 1, so a
+    task whose loss is large only because of its units (a squared error in square metres against a
+    cross-entropy in nats) no longer dominates. This is the normalisation that GradNorm (Chen et al.
+    2018, ICML) uses for its loss ratios :math:`\tilde L_i(t) = L_i(t) / L_i(0)`, here without
+    GradNorm's learned weights.
+
+    The returned weights are :math:`1 / L_i(0)`, the same on every step. They do not sum to a fixed
+    number: their scale is the inverse scale of the initial losses.
+
+    Raises
+    ------
+    ValueError
+        On the first step, if a task's loss is not positive and finite (it cannot be divided by).
+    """
+
+    def __init__(self) -> None:
+        self.initial_losses: torch.Tensor | None = None
+
+    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+        if self.initial_losses is None:
+            first = losses.detach().clone()
+            for name, value in zip(model.task_names, first.tolist(), strict=True):
+                if not (math.isfinite(value) and value > 0):
+                    raise ValueError(
+                        f"initial loss of task {name!r} is {value}: InitialLossNormalisation divides by "
+                        "it, so it must be positive and finite"
+                    )
+            self.initial_losses = first
+        if len(self.initial_losses) != len(losses):
+            raise ValueError(f"{len(self.initial_losses)} initial losses are known, got {len(losses)} losses")
+        return 1.0 / self.initial_losses
+
+    def __repr__(self) -> str:
+        known = None if self.initial_losses is None else self.initial_losses.tolist()
+        return f"InitialLossNormalisation(initial_losses={known})"
+
+
+class InverseAccuracy(LossWeighting):
+    r"""Weights inversely proportional to each task's validation score: good tasks get less weight.
+
+    After each epoch, every task gets a score :math:`a_i \in [f, 1]`: its validation accuracy
+    (``val_acc_<task>``) for a classification task, its coefficient of determination
+    (``val_r2_<task>``) for a regression task, either one clipped to :math:`[f, 1]` with the floor
+    :math:`f`. The weights of the next epoch are
+
+    .. math::
+        w_i = m \, \frac{1 / a_i}{\sum_j 1 / a_j},
+
+    so they sum to :math:`m`: equal scores give every task weight 1, the plain sum of the losses.
+    Before the first validation, every weight is 1.
+
+    The floor is needed because :math:`R^2` is not a proportion: it is :math:`\le 0` for a model no
+    better than predicting the mean (and early in training it is), where :math:`1 / a_i` would be
+    infinite or negative. Clipping an accuracy to the floor only matters for one below it, and keeps
+    an accuracy of 0 (possible early on with many classes) from dividing by zero.
+
+    This is the rule of "dynamic weights inversely proportional to validation accuracy" of a
+    newsletter post; it is a heuristic, not a method from a paper.
+
+    Parameters
+    ----------
+    floor
+        The smallest score :math:`f`, in (0, 1]; default 0.05 (a task's weight is then at most 20
+        times another's).
+
+    Raises
+    ------
+    ValueError
+        In :meth:`end_epoch`, if the row lacks a task's validation score (``fit`` was called without
+        validation data) or a score is NaN or an accuracy outside [0, 1].
+    """
+
+    def __init__(self, floor: float = 0.05) -> None:
+        if not 0.0 < floor <= 1.0:
+            raise ValueError(f"floor must be in (0, 1], got {floor}")
+        self.floor = floor
+        self.scores: dict[str, float] | None = None
+
+    def end_epoch(self, record: Mapping[str, float]) -> None:
+        names = _tasks_in(record, ("train_loss_", "val_loss_", "val_acc_", "val_r2_"))
+        if not names:
+            raise ValueError("the epoch record names no task (no train_loss_<task> or val_* entries)")
+        scores = {}
+        for name in names:
+            if f"val_acc_{name}" in record:
+                score = float(record[f"val_acc_{name}"])
+                if not 0.0 <= score <= 1.0:
+                    raise ValueError(f"validation accuracy of task {name!r} is {score}, not in [0, 1]")
+            elif f"val_r2_{name}" in record:
+                score = float(record[f"val_r2_{name}"])
+                if math.isnan(score):
+                    raise ValueError(f"validation R² of task {name!r} is NaN")
+            else:
+                raise ValueError(
+                    f"no validation score for task {name!r} (val_acc_{name} or val_r2_{name}) in the "
+                    "epoch record: InverseAccuracy needs fit(..., val=...)"
+                )
+            scores[name] = min(max(score, self.floor), 1.0)
+        self.scores = scores
+
+    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+        if self.scores is None:
+            return torch.ones(len(losses), dtype=torch.float64)
+        inverse = 1.0 / _in_model_order(self.scores, model, "validation scores")
+        return len(inverse) * inverse / inverse.sum()
+
+    def __repr__(self) -> str:
+        return f"InverseAccuracy(floor={self.floor})"
+
+
+class UncertaintyWeighting(LossWeighting):
+    r"""Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla 2018, CVPR).
+
+    Each task has a learnable log-variance :math:`s_i = \log \sigma_i^2` (initialised to ``init``),
+    trained with the model, and the loss that is backpropagated is
+
+    .. math::
+        L = \sum_i \tfrac12 e^{-s_i} L_i + \tfrac12 s_i .
+
+    This is the paper's regression form :math:`\frac{1}{2\sigma^2} L + \log \sigma` written with
+    :math:`\log \sigma = \frac12 s`. The same form is used for classification tasks too: the paper's
+    classification term :math:`\frac{1}{\sigma^2} L + \log\sigma` comes from an approximation, and
+    most implementations (torchjd's ``UW`` included) treat every task alike.
+
+    Many implementations (e.g. Gal's Keras example, ``yaringal/multi-task-learning-example``)
+    minimise :math:`e^{-s_i} L_i + s_i` instead. That is exactly twice this loss: the minimiser in
+    :math:`s` and the ratios between the task weights are the same, and every gradient is doubled,
+    which under SGD is the same as doubling the learning rate and under Adam changes nothing but the
+    effect of its :math:`\epsilon`. Their reported weights are :math:`e^{-s_i}`, twice ours.
+    torchjd's ``torchjd.scalarization.UW`` (0.18) uses the ½ form of this class: same loss, same
+    gradients, same minimiser.
+
+    For fixed :math:`L_i > 0`, :math:`\partial L / \partial s_i = \frac12 (1 - e^{-s_i} L_i)`
+    vanishes at :math:`s_i^* = \log L_i`, where the task's term is :math:`\frac12 (1 + \log L_i)`.
+    So the total goes negative once the losses are small (:math:`L_i < 1/e`): the :math:`\frac12 s_i`
+    term is unbounded below as :math:`\sigma_i \to 0` when :math:`L_i \to 0`. A negative total is
+    not a bug; ``fit``'s ``train_total`` reports :math:`\sum_i w_i L_i` only, without the
+    :math:`\frac12 s_i` terms.
+
+    The returned weights are :math:`w_i = \frac12 e^{-s_i}` (detached), the factor each task's
+    loss gradient is multiplied by; at the default initialisation they are ½ each.
+
+    Parameters
+    ----------
+    m
+        Number of tasks.
+    init
+        Initial log-variance of every task; default 0 (:math:`\sigma_i^2 = 1`).
+    """
+
+    def __init__(self, m: int, init: float = 0.0) -> None:
+        if m < 1:
+            raise ValueError(f"need at least one task, got m={m}")
+        if not math.isfinite(init):
+            raise ValueError(f"init must be finite, got {init}")
+        self.init = init
+        self.log_variances = torch.nn.Parameter(torch.full((m,), float(init)))
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.log_variances]
+
+    def loss(self, losses: torch.Tensor) -> torch.Tensor:
+        r"""The combined loss :math:`\sum_i \frac12 e^{-s_i} L_i + \frac12 s_i` (differentiable)."""
+        if losses.shape != self.log_variances.shape:
+            raise ValueError(f"{len(self.log_variances)} log-variances for {len(losses)} task losses")
+        s = self.log_variances.to(losses)
+        return (0.5 * torch.exp(-s) * losses + 0.5 * s).sum()
+
+    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+        return (0.5 * torch.exp(-self.log_variances)).detach()
+
+    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+        self.loss(losses).backward()
+        return self.weights(losses, model)
+
+    def __repr__(self) -> str:
+        return f"UncertaintyWeighting(m={len(self.log_variances)}, init={self.init})"
+
+
+class DWA(LossWeighting):
+    r"""Dynamic Weight Average: a task whose loss falls slowly gains weight.
+
+    Liu, Johns & Davison (2019), "End-to-End Multi-Task Learning with Attention", CVPR.
+
+    In epoch :math:`t` every step uses the weights
+
+    .. math::
+        w_i(t) = m \, \frac{\exp(r_i(t-1) / T)}{\sum_j \exp(r_j(t-1) / T)}, \qquad
+        r_i(t-1) = \frac{L_i(t-1)}{L_i(t-2)},
+
+    where :math:`L_i(t)` is task :math:`i`'s epoch-mean *unweighted* training loss
+    (``train_loss_<task>`` of the row ``fit`` passes to :meth:`end_epoch`) and :math:`T` the
+    temperature. A task whose loss fell least (largest ratio) gets the most weight. The weights sum
+    to :math:`m`; they are 1 each in the first two epochs, before two epoch losses are known, and
+    constant within an epoch.
+
+    Note on torchjd's ``torchjd.scalarization.DWA``: same formula, same warm-up, but it averages the
+    batch losses it is called with, each batch counting once, whereas ``fit``'s ``train_loss_<task>``
+    weights each batch by its number of rows. The two coincide with full batches or equal-sized
+    batches and differ slightly when the last batch is smaller. torchjd also takes losses of a
+    constant negative sign; this class refuses non-positive epoch losses.
+
+    Parameters
+    ----------
+    temperature
+        :math:`T > 0`; the paper uses 2. A larger :math:`T` makes the weights more uniform.
+
+    Raises
+    ------
+    ValueError
+        In :meth:`end_epoch`, if an epoch loss is not positive and finite (the ratios need it).
+    """
+
+    def __init__(self, temperature: float = 2.0) -> None:
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be positive and finite, got {temperature}")
+        self.temperature = temperature
+        self.epoch_losses: list[dict[str, float]] = []
+
+    def end_epoch(self, record: Mapping[str, float]) -> None:
+        names = _tasks_in(record, ("train_loss_",))
+        if not names:
+            raise ValueError("the epoch record has no train_loss_<task> entry: DWA needs the training losses")
+        losses = {name: float(record[f"train_loss_{name}"]) for name in names}
+        for name, value in losses.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"epoch training loss of task {name!r} is {value}: DWA's loss ratios need positive, "
+                    "finite losses"
+                )
+        self.epoch_losses = [*self.epoch_losses, losses][-2:]
+
+    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+        if len(self.epoch_losses) < 2:
+            return torch.ones(len(losses), dtype=torch.float64)
+        older, newer = (_in_model_order(e, model, "epoch losses") for e in self.epoch_losses)
+        return len(newer) * torch.softmax(newer / older / self.temperature, dim=0)
+
+    def __repr__(self) -> str:
+        return f"DWA(temperature={self.temperature})"
