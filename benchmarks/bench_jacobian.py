@@ -1,0 +1,189 @@
+"""Time mtlcourse's Jacobian toolkit against torchjd 0.18 on the same inputs, in one process.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_jacobian.py           # full run (a few minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_jacobian.py --quick   # fewer repeats, for a smoke test
+
+Each row times ours and torchjd's on identical inputs, alternating which one runs first at every repeat, and
+reports the median of the per-repeat ratios ours / torchjd (< 1: ours is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import pandas as pd
+import torch
+import torchjd.aggregation as tja
+import torchjd.autojac as tjac
+from torch import nn
+
+from mtlcourse import aggregation as ours
+from mtlcourse.autojac import jacobian, mtl_backward
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    fn_ours: Callable[[], object], fn_theirs: Callable[[], object], repeats: int
+) -> dict[str, float]:
+    """Median times (ms) and median per-repeat ratio, alternating which function runs first."""
+    fn_ours(), fn_theirs()  # warm-up (lazy imports, allocator, first-call solver set-up)
+    t_ours, t_theirs = [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            t_ours.append(timed(fn_ours))
+            t_theirs.append(timed(fn_theirs))
+        else:
+            t_theirs.append(timed(fn_theirs))
+            t_ours.append(timed(fn_ours))
+    ratios = [a / b for a, b in zip(t_ours, t_theirs, strict=True)]
+    return {
+        "ours (ms)": 1e3 * statistics.median(t_ours),
+        "reference (ms)": 1e3 * statistics.median(t_theirs),
+        "ratio": statistics.median(ratios),
+    }
+
+
+def bench_aggregators(repeats: int) -> list[dict]:
+    pairs = [
+        (ours.Mean(), tja.Mean()),
+        (ours.PCGrad(), tja.PCGrad()),
+        (ours.MGDA(), tja.MGDA()),
+        (ours.UPGrad(), tja.UPGrad()),
+        (ours.CAGrad(c=0.5), tja.CAGrad(c=0.5)),
+    ]
+    rows = []
+    for m, n in [(2, 10_000), (4, 100_000), (10, 100_000)]:
+        J = torch.randn(m, n, generator=torch.Generator().manual_seed(m))
+        for mine, theirs in pairs:
+            result = interleaved(partial(mine, J), partial(theirs, J), repeats)
+            rows.append({"benchmark": f"{type(mine).__name__} J{(m, n)}", "reference": "torchjd", **result})
+    return rows
+
+
+class MultiTaskMLP(nn.Module):
+    def __init__(self, n_tasks: int, width: int = 256) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Linear(64, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, 128),
+            nn.ReLU(),
+        )
+        self.heads = nn.ModuleList(nn.Linear(128, 1) for _ in range(n_tasks))
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        features = self.trunk(x)
+        return [
+            nn.functional.mse_loss(h(features).squeeze(1), y[:, i]) for i, h in enumerate(self.heads)
+        ], features
+
+
+def bench_backward(repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    m = 4
+    model = MultiTaskMLP(m)
+    x, y = torch.randn(256, 64), torch.randn(256, m)
+    heads = [list(h.parameters()) for h in model.heads]
+    shared = list(model.trunk.parameters())
+    params = list(model.parameters())
+
+    def mtl_ours() -> None:
+        model.zero_grad(set_to_none=True)
+        losses, features = model.losses(x, y)
+        mtl_backward(losses, features, heads, shared, ours.UPGrad())
+
+    def mtl_torchjd() -> None:
+        model.zero_grad(set_to_none=True)
+        losses, features = model.losses(x, y)
+        tjac.mtl_backward(losses, features, tasks_params=heads, shared_params=shared)
+        tjac.jac_to_grad(shared, tja.UPGrad())
+
+    def jacobian_ours() -> torch.Tensor:
+        return jacobian(model.losses(x, y)[0], params)
+
+    def jacobian_loop() -> torch.Tensor:
+        losses, _ = model.losses(x, y)
+        rows = [
+            torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True) for loss in losses
+        ]
+        return torch.stack([torch.cat([g.flatten() for g in row]) for row in rows])
+
+    return [
+        {
+            "benchmark": "mtl_backward + UPGrad, MLP, 4 tasks",
+            "reference": "torchjd",
+            **interleaved(mtl_ours, mtl_torchjd, repeats),
+        },
+        {
+            "benchmark": "jacobian, MLP, 4 losses",
+            "reference": "4 x autograd.grad",
+            **interleaved(jacobian_ours, jacobian_loop, repeats),
+        },
+    ]
+
+
+def training_steps(m: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A Jacobian-descent step (forward, mtl_backward + UPGrad, SGD step) and a plain one, for m tasks."""
+    torch.manual_seed(0)
+    model = MultiTaskMLP(m)
+    x, y = torch.randn(256, 64), torch.randn(256, m)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    heads = [list(h.parameters()) for h in model.heads]
+    shared = list(model.trunk.parameters())
+    aggregator = ours.UPGrad()
+
+    def jd_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        losses, features = model.losses(x, y)
+        mtl_backward(losses, features, heads, shared, aggregator)
+        optimizer.step()
+
+    def plain_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        losses, _ = model.losses(x, y)
+        sum(losses).backward()
+        optimizer.step()
+
+    return jd_step, plain_step
+
+
+def bench_step_cost(repeats: int) -> list[dict]:
+    reference = "sum(losses).backward() step"
+    return [
+        {
+            "benchmark": f"JD step (UPGrad), m={m}",
+            "reference": reference,
+            **interleaved(*training_steps(m), repeats),
+        }
+        for m in [2, 4, 8, 16]
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, to check that everything runs")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    repeats = 5 if args.quick else 31
+    rows = bench_aggregators(repeats) + bench_backward(repeats) + bench_step_cost(repeats)
+    table = pd.DataFrame(rows)
+    print(f"torch {torch.__version__}, {args.threads} threads, {repeats} interleaved repeats, median times\n")
+    print(table.to_markdown(index=False, floatfmt=".3g"))
+
+
+if __name__ == "__main__":
+    main()

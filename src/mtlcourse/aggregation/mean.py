@@ -1,0 +1,24 @@
+r"""Mean: the plain average of the task gradients, i.e. gradient descent on the average loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Aggregator
+
+
+class Mean(Aggregator):
+    r"""Average of the rows of :math:`J`.
+
+    .. math::
+
+        d = \frac{1}{m} \sum_{i=1}^m g_i = J^\top w, \qquad w = \tfrac{1}{m} \mathbf{1}.
+
+    This is the gradient of :math:`\frac1m \sum_i \mathcal{L}_i`, the baseline every other aggregator is
+    compared to. It needs no Gramian. Same as ``torchjd.aggregation.Mean``.
+    """
+
+    def weights(self, J: Tensor) -> Tensor:
+        m = J.shape[0]
+        return torch.full((m,), 1.0 / m, dtype=J.dtype, device=J.device)

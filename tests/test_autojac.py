@@ -1,0 +1,325 @@
+"""Tests of mtlcourse.autojac, grouped by the promise they check.
+
+Oracles: separate ``torch.autograd.grad`` calls, finite differences, ``Tensor.backward`` of the mean loss,
+and torchjd 0.18's ``mtl_backward`` + ``jac_to_grad``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mtlcourse.aggregation import Mean, UPGrad
+from mtlcourse.autojac import backward, jacobian, mtl_backward
+
+N_TASKS = 3
+
+
+class SharedTrunkModel(nn.Module):
+    """A shared trunk producing two feature tensors, and one head per task reading both."""
+
+    def __init__(self, n_tasks: int = N_TASKS, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.trunk = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh())
+        self.side = nn.Linear(5, 3)
+        self.heads = nn.ModuleList(nn.Linear(8 + 3, 1) for _ in range(n_tasks))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.trunk.parameters(), *self.side.parameters()]
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        features = [self.trunk(x), self.side(x)]
+        joined = torch.cat(features, dim=1)
+        targets = torch.linspace(-1, 1, len(self.heads))
+        losses = [
+            ((head(joined).squeeze(1) - t) ** 2).mean() + 0.1 * i
+            for i, (head, t) in enumerate(zip(self.heads, targets, strict=True))
+        ]
+        return losses, features
+
+
+def inputs(seed: int = 1) -> torch.Tensor:
+    return torch.randn(7, 5, generator=torch.Generator().manual_seed(seed))
+
+
+def grads(params) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in params]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# jacobian: rows in task order, columns in parameter order
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_jacobian_rows_are_the_gradients_of_each_loss():
+    model = SharedTrunkModel()
+    losses, _ = model(inputs())
+    params = list(model.parameters())
+    J = jacobian(losses, iter(params), retain_graph=True)  # an iterator, like model.parameters()
+    expected = torch.stack(
+        [
+            torch.cat(
+                [
+                    g.flatten()
+                    for g in torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True)
+                ]
+            )
+            for loss in losses
+        ]
+    )
+    assert J.shape == (N_TASKS, sum(p.numel() for p in params))
+    torch.testing.assert_close(J, expected)
+
+
+def test_jacobian_matches_finite_differences():
+    x = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64, requires_grad=True)
+    W = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64, requires_grad=True)
+
+    def losses_of(x, W):
+        return [(x**2).sum() * W[0, 0], torch.sin(x).sum() + (W**3).sum(), (x[0] * W).sum()]
+
+    J = jacobian(torch.stack(losses_of(x, W)), [x, W])  # a 1-D tensor of losses is accepted too
+    eps = 1e-6
+    columns = []
+    for tensor in (x, W):
+        for k in range(tensor.numel()):
+            with torch.no_grad():
+                step = torch.zeros_like(tensor).view(-1)
+                step[k] = eps
+                step = step.view_as(tensor)
+                plus = losses_of(x + step, W) if tensor is x else losses_of(x, W + step)
+                minus = losses_of(x - step, W) if tensor is x else losses_of(x, W - step)
+            columns.append((torch.stack(plus) - torch.stack(minus)) / (2 * eps))
+    torch.testing.assert_close(J, torch.stack(columns, dim=1), rtol=1e-6, atol=1e-8)
+
+
+def test_jacobian_gives_zero_columns_for_unused_parameters():
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    unused = torch.ones(3, requires_grad=True)
+    J = jacobian([a.sum(), (a**2).sum()], [a, unused])
+    torch.testing.assert_close(J, torch.tensor([[1.0, 1.0, 0, 0, 0], [2.0, 4.0, 0, 0, 0]]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# backward: aggregator(J) written into .grad, accumulating
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_backward_with_mean_is_backward_of_the_mean_loss():
+    model = SharedTrunkModel()
+    losses, _ = model(inputs())
+    (sum(losses) / N_TASKS).backward()
+    expected = grads(model.parameters())
+    model.zero_grad(set_to_none=True)
+    losses, _ = model(inputs())
+    weights = backward(losses, model.parameters(), Mean())
+    for g, e in zip(grads(model.parameters()), expected, strict=True):
+        torch.testing.assert_close(g, e)
+    torch.testing.assert_close(weights, torch.full((N_TASKS,), 1 / N_TASKS))
+
+
+def test_backward_writes_the_aggregated_jacobian_and_accumulates():
+    model = SharedTrunkModel()
+    params = list(model.parameters())
+    losses, _ = model(inputs())
+    J = jacobian(losses, params)
+    expected = UPGrad()(J).split([p.numel() for p in params])
+    for p in params:
+        p.grad = torch.ones_like(p)  # an existing gradient is added to, like Tensor.backward does
+    losses, _ = model(inputs())
+    weights = backward(losses, params, UPGrad())
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, 1 + e.view_as(p))
+    torch.testing.assert_close(weights, UPGrad().weights(J))
+
+
+def test_backward_with_a_plain_callable_returns_no_weights():
+    model = SharedTrunkModel()
+    losses, _ = model(inputs())
+    sum(losses).backward()
+    expected = grads(model.parameters())
+    model.zero_grad(set_to_none=True)
+    losses, _ = model(inputs())
+    assert backward(losses, model.parameters(), lambda J: J.sum(dim=0)) is None
+    for g, e in zip(grads(model.parameters()), expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mtl_backward: heads get their own gradient, the trunk gets aggregator(J_shared)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_mtl_backward_task_params_get_their_own_gradient_and_shared_params_the_aggregation():
+    model = SharedTrunkModel()
+    losses, _ = model(inputs())
+    shared = model.shared_parameters()
+    J = jacobian(losses, shared, retain_graph=True)
+    head_grads = [
+        torch.autograd.grad(loss, list(head.parameters()), retain_graph=True)
+        for loss, head in zip(losses, model.heads, strict=True)
+    ]
+    losses, features = model(inputs())
+    weights = mtl_backward(losses, features, [h.parameters() for h in model.heads], iter(shared), UPGrad())
+    for head, expected in zip(model.heads, head_grads, strict=True):
+        for p, e in zip(head.parameters(), expected, strict=True):
+            torch.testing.assert_close(p.grad, e)
+    direction = UPGrad()(J).split([p.numel() for p in shared])
+    for p, e in zip(shared, direction, strict=True):
+        torch.testing.assert_close(p.grad, e.view_as(p))
+    torch.testing.assert_close(weights, UPGrad().weights(J))
+
+
+def test_mtl_backward_accumulates():
+    model = SharedTrunkModel()
+    for _ in range(2):
+        losses, features = model(inputs())
+        mtl_backward(
+            losses, features, [h.parameters() for h in model.heads], model.shared_parameters(), Mean()
+        )
+    twice = grads(model.parameters())
+    model.zero_grad(set_to_none=True)
+    losses, features = model(inputs())
+    mtl_backward(losses, features, [h.parameters() for h in model.heads], model.shared_parameters(), Mean())
+    for g, once in zip(twice, grads(model.parameters()), strict=True):
+        torch.testing.assert_close(g, 2 * once)
+
+
+@pytest.mark.parametrize("which", ["torchjd-UPGrad", "torchjd-Mean-vs-ours"])
+def test_mtl_backward_leaves_the_same_grad_as_torchjd(which):
+    tja = pytest.importorskip("torchjd.aggregation")
+    tjac = pytest.importorskip("torchjd.autojac")
+    theirs_aggregator = tja.UPGrad() if which == "torchjd-UPGrad" else tja.Mean()
+    ours_aggregator = theirs_aggregator if which == "torchjd-UPGrad" else Mean()
+
+    model = SharedTrunkModel()
+    losses, features = model(inputs())
+    shared = model.shared_parameters()
+    tjac.mtl_backward(
+        losses, features, tasks_params=[list(h.parameters()) for h in model.heads], shared_params=shared
+    )
+    tjac.jac_to_grad(shared, theirs_aggregator)
+    expected = grads(model.parameters())
+
+    model.zero_grad(set_to_none=True)
+    losses, features = model(inputs())
+    mtl_backward(losses, features, [h.parameters() for h in model.heads], shared, ours_aggregator)
+    for g, e in zip(grads(model.parameters()), expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input gets a clear error
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _mtl_call(**overrides):
+    model = SharedTrunkModel()
+    losses, features = model(inputs())
+    kwargs = {
+        "losses": losses,
+        "features": features,
+        "tasks_params": [list(h.parameters()) for h in model.heads],
+        "shared_params": model.shared_parameters(),
+        "aggregator": UPGrad(),
+    }
+    kwargs.update({k: (v(model, losses) if callable(v) else v) for k, v in overrides.items()})
+    return mtl_backward(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        pytest.param(
+            {"losses": lambda m, L: [torch.stack(L)] * 3},
+            ValueError,
+            r"losses\[0\] must be a scalar",
+            id="non-scalar-loss",
+        ),
+        pytest.param(
+            {"losses": lambda m, L: [L[0], L[1] * float("nan"), L[2]]},
+            ValueError,
+            r"losses\[1\] is not finite",
+            id="nan-loss",
+        ),
+        pytest.param({"losses": []}, ValueError, "No losses", id="no-losses"),
+        pytest.param({"features": []}, ValueError, "features is empty", id="no-features"),
+        pytest.param(
+            {"tasks_params": lambda m, L: [[*h.parameters(), m.trunk[0].bias] for h in m.heads]},
+            ValueError,
+            "overlap",
+            id="overlapping-params",
+        ),
+        pytest.param(
+            {"tasks_params": lambda m, L: [list(h.parameters()) for h in m.heads[:2]]},
+            ValueError,
+            "3 losses but 2 groups",
+            id="fewer-groups",
+        ),
+        pytest.param(
+            {
+                "tasks_params": lambda m, L: (
+                    [list(h.parameters()) for h in m.heads] + [[torch.ones(1, requires_grad=True)]]
+                )
+            },
+            ValueError,
+            "3 losses but 4 groups",
+            id="more-groups",
+        ),
+        pytest.param(
+            {"shared_params": [torch.ones(2)]},
+            ValueError,
+            r"shared_params\[0\].*does not require grad",
+            id="no-grad-param",
+        ),
+    ],
+)
+def test_mtl_backward_rejects_bad_input(overrides, error, match):
+    with pytest.raises(error, match=match):
+        _mtl_call(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("losses", "params", "match"),
+    [
+        pytest.param([], [torch.ones(1, requires_grad=True)], "No losses", id="no-losses"),
+        pytest.param(
+            torch.ones(2, 2, requires_grad=True),
+            [torch.ones(1, requires_grad=True)],
+            r"shape \(2, 2\)",
+            id="2-D-losses",
+        ),
+        pytest.param(
+            [torch.tensor(1.0)],
+            [torch.ones(1, requires_grad=True)],
+            "does not require grad",
+            id="detached-loss",
+        ),
+        pytest.param(
+            [torch.tensor(float("inf"), requires_grad=True)],
+            [torch.ones(1, requires_grad=True)],
+            "not finite",
+            id="inf-loss",
+        ),
+        pytest.param([torch.tensor(1.0, requires_grad=True)], [], "params is empty", id="no-params"),
+        pytest.param(
+            [torch.tensor(1.0, requires_grad=True)],
+            [torch.ones(1)],
+            r"params\[0\].*does not require grad",
+            id="no-grad-param",
+        ),
+    ],
+)
+def test_jacobian_and_backward_reject_bad_input(losses, params, match):
+    with pytest.raises(ValueError, match=match):
+        jacobian(losses, params)
+    with pytest.raises(ValueError, match=match):
+        backward(losses, params, Mean())
+
+
+def test_a_nan_gradient_is_reported_by_the_aggregator_check():
+    x = torch.tensor([0.0], requires_grad=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        backward([torch.sqrt(x).sum(), x.sum()], [x], UPGrad())  # d sqrt(x)/dx = inf at 0
