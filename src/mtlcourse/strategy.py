@@ -43,3 +43,40 @@ class Strategy:
 
     def end_epoch(self, record: Mapping[str, float]) -> None:
         """Called by ``fit`` with the epoch's history row, once the validation metrics are in."""
+
+
+class JacobianDescent(Strategy):
+    r"""Jacobian descent on the shared parameters: :math:`\nabla_\theta \leftarrow A(J)`.
+
+    Each step calls :func:`mtlcourse.autojac.mtl_backward`: every head receives the plain gradient of
+    its own task's loss, and the trunk receives ``aggregator(J)``, where :math:`J` is the Jacobian of the
+    task losses with respect to the trunk's parameters (one row per task). With
+    :class:`~mtlcourse.aggregation.Mean` this is equal weights :math:`1/m` on the trunk and weight 1 on
+    each head.
+
+    Parameters
+    ----------
+    aggregator
+        Any :class:`~mtlcourse.aggregation.Aggregator` (``PCGrad()``, ``MGDA()``, ``CAGrad()``,
+        ``UPGrad()``, …); its weights are what ``fit`` records as ``weight_<task>``.
+    """
+
+    def __init__(self, aggregator) -> None:
+        self.aggregator = aggregator
+
+    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+        from mtlcourse.autojac import mtl_backward  # imported here: autojac is only needed by this strategy
+
+        weights = mtl_backward(
+            losses=list(losses),
+            features=features,
+            tasks_params=list(model.task_parameters().values()),
+            shared_params=model.shared_parameters(),
+            aggregator=self.aggregator,
+        )
+        if weights is None:  # a plain callable J -> d (e.g. a torchjd aggregator) exposes no weights
+            return torch.full((len(losses),), float("nan"))
+        return weights.detach()
+
+    def __repr__(self) -> str:
+        return f"JacobianDescent({self.aggregator!r})"
