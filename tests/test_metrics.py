@@ -67,3 +67,25 @@ def test_report_lists_each_task_s_metrics():
     assert table.set_index(["task", "metric"]).loc[("r", "MSE"), "value"] == pytest.approx(0.25 / 3)
     assert table.set_index(["task", "metric"]).loc[("c", "Accuracy"), "value"] == pytest.approx(2 / 3)
     assert list(table["task"].unique()) == ["r", "c"]
+
+
+def test_gradient_cosine_matches_pairwise_cosine_similarity():
+    generator = torch.Generator().manual_seed(0)
+    J = torch.randn(4, 50, generator=generator)
+    C = metrics.gradient_cosine(J)
+    for i in range(4):
+        for j in range(4):
+            expected = torch.nn.functional.cosine_similarity(J[i], J[j], dim=0).double()
+            torch.testing.assert_close(C[i, j], expected, atol=1e-6, rtol=0)
+
+
+def test_gradient_cosine_sign_tells_conflict_and_ignores_scale():
+    J = torch.tensor([[1.0, 0.0], [-1.0, 1.0], [2.0, 2.0]])
+    C = metrics.gradient_cosine(J)
+    assert C[0, 1] < 0 < C[0, 2]
+    torch.testing.assert_close(metrics.gradient_cosine(J * torch.tensor([[1e-6], [1.0], [1e6]])), C)
+
+
+def test_gradient_cosine_rejects_a_non_matrix():
+    with pytest.raises(ValueError, match=r"shape \(m, n\)"):
+        metrics.gradient_cosine(torch.zeros(3))

@@ -110,3 +110,33 @@ def report(
             scores = {"Cross-entropy": task.loss(out, y).item(), "Accuracy": task.accuracy(out, y)}
         rows += [{"task": task.name, "metric": k, "value": v} for k, v in scores.items()]
     return pd.DataFrame(rows)
+
+
+def gradient_cosine(jacobian: torch.Tensor) -> torch.Tensor:
+    r"""Cosine similarity between every pair of task gradients: the rows of :math:`J`.
+
+    .. math::
+        C_{ij} = \frac{g_i \cdot g_j}{\lVert g_i \rVert \, \lVert g_j \rVert}
+               = \frac{G_{ij}}{\sqrt{G_{ii} G_{jj}}}, \qquad G = J J^\top,
+
+    computed from the Gramian :math:`G` in float64. Two tasks *conflict* when :math:`C_{ij} < 0`
+    (Yu et al. 2020): a small step along one gradient increases the other task's loss. A zero row has
+    no direction; its cosines are NaN.
+
+    Parameters
+    ----------
+    jacobian
+        Shape ``(m, n)``: one row per task, e.g. from :func:`mtlcourse.autojac.jacobian`.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(m, m)``, float64, ones on the diagonal (for non-zero rows).
+    """
+    if not isinstance(jacobian, torch.Tensor) or jacobian.ndim != 2 or len(jacobian) == 0:
+        shape = tuple(jacobian.shape) if isinstance(jacobian, torch.Tensor) else type(jacobian).__name__
+        raise ValueError(f"expected a Jacobian of shape (m, n) with m >= 1, got {shape}")
+    J = jacobian.detach().double()
+    gram = J @ J.T
+    norms = gram.diagonal().sqrt()
+    return (gram / torch.outer(norms, norms)).clamp(-1.0, 1.0)
