@@ -184,3 +184,94 @@ def sin_cos(
         return TaskData(x, {"sin": sin, "cos": cos})
 
     return Splits(train=draw(n_train), val=draw(n_val), test=draw(n_test))
+
+
+def gradnorm_synthetic(
+    n_train: int = 1000,
+    n_val: int = 250,
+    n_test: int = 500,
+    *,
+    sigmas: tuple[float, ...] = (1.0, 100.0),
+    seed: int = 0,
+    in_features: int = 250,
+    out_features: int = 100,
+    b_std: float = 10.0,
+    eps_std: float = 3.5,
+    input_scale: float | None = None,
+) -> Splits:
+    r"""The synthetic regressions of GradNorm (Chen et al. 2018, ICML, Sec. 4): same function, other scales.
+
+    Task :math:`i` is the regression :math:`f_i(u) = \sigma_i \tanh\bigl((B + \varepsilon_i)\, u\bigr)`,
+    with :math:`B` and :math:`\varepsilon_i` constant ``(out_features, in_features)`` matrices of i.i.d.
+    entries :math:`\mathcal N(0, 10^2)` and :math:`\mathcal N(0, 3.5^2)`. The paper writes
+    :math:`\mathcal N(0, 10)` and :math:`\mathcal N(0, 3.5)` without saying whether 10 is a variance or a
+    standard deviation; here (``b_std``, ``eps_std``) they are standard deviations. :math:`B` is shared,
+    so the tasks are related; the scales :math:`\sigma_i` make task :math:`i`'s squared error about
+    :math:`\sigma_i^2` times that of a task with :math:`\sigma = 1`, the imbalance GradNorm must undo (the
+    paper reports weights :math:`\propto 1/\sigma_i`). The targets are noiseless.
+
+    **Inputs: our choice, not the paper's.** The paper does not give the input distribution. The
+    network receives standard-normal inputs :math:`x \sim \mathcal N(0, I_d)`, and the targets are
+    :math:`f_i(s x)`, that is the paper's functions at inputs :math:`u = s x \sim \mathcal N(0, s^2 I_d)`
+    with :math:`s` = ``input_scale``. Why the scale: with :math:`s = 1` (standard-normal :math:`u`) each
+    entry of :math:`(B + \varepsilon_i)u` has standard deviation :math:`\sqrt{250\,(10^2 + 3.5^2)}
+    \approx 168`, so the tanh saturates (:math:`|z| > 2` for 99 % of the entries) and the targets are
+    :math:`\pm\sigma_i` sign patterns of random hyperplanes. The default, ``input_scale=None``, takes
+    :math:`s = 1 / \sqrt{d\,(b^2 + e^2)}` (:math:`\approx 0.006` for the paper's sizes), which gives the
+    pre-activations unit variance: the tanh is neither linear nor saturated (:math:`|z| > 2` for about
+    5 % of the entries). Feeding the network :math:`x = u / s` rather than the tiny :math:`u` is the
+    standardisation any preprocessing would do (with :math:`u` itself, a default-initialised MLP barely
+    learns). ``input_scale=1.0`` gives the literal standard-normal reading, saturation included.
+
+    Parameters
+    ----------
+    n_train, n_val, n_test
+        Rows in each split, drawn independently from the same distribution (the matrices are shared).
+    sigmas
+        The scale :math:`\sigma_i > 0` of each task; their number is the number of tasks (the paper's
+        two-task experiment: :math:`(1, 100)`).
+    seed
+        Seed of the generator that draws the matrices and the inputs.
+    in_features, out_features
+        Input size :math:`d` (the paper: 250) and output size of every task (the paper: 100).
+    b_std, eps_std
+        Standard deviations :math:`b, e` of the entries of :math:`B` and of each :math:`\varepsilon_i`.
+    input_scale
+        The factor :math:`s > 0` between the network's input and the paper's :math:`u`; ``None``:
+        :math:`1 / \sqrt{d (b^2 + e^2)}` (see above).
+
+    Returns
+    -------
+    Splits
+        ``x`` is float32 ``(N, in_features)``, standard normal; targets ``"task_0"``, ``"task_1"``, … are
+        float32 ``(N, out_features)`` (regressions, scored by the MSE over all outputs).
+    """
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(f"every split needs at least one row, got {n_train}, {n_val}, {n_test}")
+    sigmas = tuple(float(s) for s in sigmas)
+    if not sigmas:
+        raise ValueError("sigmas must name at least one task scale")
+    if not all(math.isfinite(s) and s > 0 for s in sigmas):
+        raise ValueError(f"every scale in sigmas must be positive and finite, got {sigmas}")
+    if in_features < 1 or out_features < 1:
+        raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
+    for name, value in [("b_std", b_std), ("eps_std", eps_std)]:
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be non-negative and finite, got {value}")
+    if b_std == 0 and eps_std == 0:
+        raise ValueError("b_std and eps_std are both 0: every target would be 0")
+    if input_scale is None:
+        input_scale = 1.0 / math.sqrt(in_features * (b_std**2 + eps_std**2))
+    elif not (math.isfinite(input_scale) and input_scale > 0):
+        raise ValueError(f"input_scale must be positive and finite, got {input_scale}")
+    gen = torch.Generator().manual_seed(seed)
+    shared = b_std * torch.randn(out_features, in_features, generator=gen)
+    matrices = [shared + eps_std * torch.randn(out_features, in_features, generator=gen) for _ in sigmas]
+
+    def draw(n: int) -> TaskData:
+        x = torch.randn(n, in_features, generator=gen)
+        u = input_scale * x
+        pairs = enumerate(zip(sigmas, matrices, strict=True))
+        return TaskData(x, {f"task_{i}": s * torch.tanh(u @ a.T) for i, (s, a) in pairs})
+
+    return Splits(train=draw(n_train), val=draw(n_val), test=draw(n_test))
