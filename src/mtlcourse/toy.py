@@ -8,9 +8,14 @@ starting points and optimiser settings as class attributes (``STARTS``, ``LR``, 
   with a known Pareto set;
 * :class:`EWQ` (Quinton & Rey, 2024), the element-wise quadratic :math:`(x_1^2, x_2^2)`.
 
-:func:`trajectories` runs Jacobian descent with any aggregator from several starts at once (all starts share
-one forward pass, one backward pass and one optimiser update per step); :func:`landscape` evaluates the
-losses on a grid for contour plots. Nothing here plots.
+:func:`trajectories` runs Jacobian descent with any aggregator from several starts at once; :func:`landscape`
+evaluates the losses on a grid for contour plots. Nothing here plots.
+
+The papers' runs are long (250 000 Adam steps for the PCGrad toy), so :func:`trajectories` has two engines:
+a generic torch path (autograd and ``aggregator.weights``, about a millisecond per step) and, for these three
+problems with Mean, PCGrad, UPGrad, MGDA or CAGrad, a scalar engine on Python floats (analytic gradients
+``jacobian_scalar``, two-task closed forms of the weights, Adam or SGD), a few microseconds per step, which
+keeps the notebooks within their time budget. The tests tie the scalar engine to the generic path.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
-from .aggregation import MGDA, Mean, PCGrad, UPGrad
-from .aggregation.base import NON_FINITE, Aggregator
+from .aggregation import MGDA, CAGrad, Mean, PCGrad, UPGrad
+from .aggregation.base import Aggregator
 
 __all__ = [
     "EWQ",
@@ -53,12 +59,18 @@ def _log_floor(a: Tensor) -> Tensor:
     return a.abs().clamp(min=LOWER).log()
 
 
+def _log_floor_scalar(a: float) -> float:
+    return math.log(max(abs(a), LOWER))
+
+
 class ToyProblem(ABC):
     """A two-parameter problem with ``m`` objectives; ``problem(x)`` is ``problem.losses(x)``.
 
     Class attributes give the papers' settings: ``STARTS`` (tuple of ``(x1, x2)``), ``LR``, ``OPTIMIZER``
     (``"adam"`` or ``"sgd"``) and ``STEPS`` (``None`` where the paper does not state it); ``pareto_set``
-    describes the Pareto set in words.
+    describes the Pareto set in words. The three problems below also have ``losses_scalar(x1, x2)`` and
+    ``jacobian_scalar(x1, x2)``, the same on Python floats with hand-written derivatives (zero below the
+    floors of the clamps, as with autograd), for the scalar engine of :func:`trajectories`.
     """
 
     name: ClassVar[str]
@@ -118,6 +130,20 @@ class PCGradToy(ToyProblem):
         t1, t2 = x[..., 0], x[..., 1]
         tanh = torch.tanh(t2)
         return torch.stack([20.0 * _log_floor(0.5 * t1 + tanh), 25.0 * _log_floor(0.5 * t1 - tanh + 2.0)], -1)
+
+    def losses_scalar(self, t1: float, t2: float) -> tuple[float, float]:
+        """:meth:`losses` at one point, on Python floats."""
+        tanh = math.tanh(t2)
+        return 20.0 * _log_floor_scalar(0.5 * t1 + tanh), 25.0 * _log_floor_scalar(0.5 * t1 - tanh + 2.0)
+
+    def jacobian_scalar(self, t1: float, t2: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The Jacobian of :meth:`losses` at one point, ``((∂L1/∂θ1, ∂L1/∂θ2), (∂L2/∂θ1, ∂L2/∂θ2))``."""
+        tanh = math.tanh(t2)
+        sech2 = 1.0 - tanh * tanh
+        u1, u2 = 0.5 * t1 + tanh, 0.5 * t1 - tanh + 2.0
+        k1 = 20.0 / u1 if abs(u1) >= LOWER else 0.0  # dL1/du1: zero below the floor
+        k2 = 25.0 / u2 if abs(u2) >= LOWER else 0.0
+        return (0.5 * k1, k1 * sech2), (0.5 * k2, -k2 * sech2)
 
 
 class CAGradToy(ToyProblem):
@@ -179,6 +205,44 @@ class CAGradToy(ToyProblem):
         c2 = torch.tanh(-0.5 * x2).clamp(min=0.0)
         return torch.stack([c1 * f1 + c2 * g1, c1 * f2 + c2 * g2], -1)
 
+    def losses_scalar(self, x1: float, x2: float) -> tuple[float, float]:
+        """:meth:`losses` at one point, on Python floats."""
+        tanh = math.tanh(-x2)
+        f1 = _log_floor_scalar(0.5 * (-x1 - 7.0) - tanh) + 6.0
+        f2 = _log_floor_scalar(0.5 * (-x1 + 3.0) + tanh + 2.0) + 6.0
+        shared = 0.1 * (-x2 - 8.0) ** 2
+        g1 = ((-x1 + 7.0) ** 2 + shared) / 10.0 - 20.0
+        g2 = ((-x1 - 7.0) ** 2 + shared) / 10.0 - 20.0
+        c1, c2 = max(math.tanh(0.5 * x2), 0.0), max(math.tanh(-0.5 * x2), 0.0)
+        return c1 * f1 + c2 * g1, c1 * f2 + c2 * g2
+
+    def jacobian_scalar(self, x1: float, x2: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The Jacobian of :meth:`losses` at one point, ``((∂L1/∂x1, ∂L1/∂x2), (∂L2/∂x1, ∂L2/∂x2))``.
+
+        Only the active side is evaluated; at :math:`x_2 = 0` both are, as torch's ``clamp`` passes the
+        derivative of both :math:`c_1` and :math:`c_2` there.
+        """
+        a = b = p = q = 0.0
+        c1, c2 = math.tanh(0.5 * x2), math.tanh(-0.5 * x2)
+        if c1 >= 0.0:  # the valleys, c1 f_i
+            dc1 = 0.5 * (1.0 - c1 * c1)
+            tanh = math.tanh(-x2)
+            sech2 = 1.0 - tanh * tanh  # d tanh(-x2) / dx2 = -sech2
+            u1, u2 = 0.5 * (-x1 - 7.0) - tanh, 0.5 * (-x1 + 3.0) + tanh + 2.0
+            k1 = 1.0 / u1 if abs(u1) >= LOWER else 0.0  # d log max(|u|, floor) / du
+            k2 = 1.0 / u2 if abs(u2) >= LOWER else 0.0
+            a, b = -0.5 * c1 * k1, dc1 * (_log_floor_scalar(u1) + 6.0) + c1 * k1 * sech2
+            p, q = -0.5 * c1 * k2, dc1 * (_log_floor_scalar(u2) + 6.0) - c1 * k2 * sech2
+        if c2 >= 0.0:  # the quadratics, c2 g_i
+            dc2 = -0.5 * (1.0 - c2 * c2)
+            shared = 0.1 * (-x2 - 8.0) ** 2
+            g1 = ((-x1 + 7.0) ** 2 + shared) / 10.0 - 20.0
+            g2 = ((-x1 - 7.0) ** 2 + shared) / 10.0 - 20.0
+            dg_dx2 = 0.02 * (x2 + 8.0)
+            a, b = a + c2 * (x1 - 7.0) / 5.0, b + dc2 * g1 + c2 * dg_dx2
+            p, q = p + c2 * (x1 + 7.0) / 5.0, q + dc2 * g2 + c2 * dg_dx2
+        return (a, b), (p, q)
+
     @staticmethod
     def pareto_x2(x1: Tensor | float) -> Tensor:
         r"""The Pareto set's :math:`x_2` above each :math:`x_1 \in [-7, 7]` (float64 tensor, shape of ``x1``).
@@ -230,6 +294,14 @@ class EWQ(ToyProblem):
 
     def losses(self, x: Tensor) -> Tensor:
         return _check_points(x) ** 2
+
+    def losses_scalar(self, x1: float, x2: float) -> tuple[float, float]:
+        """:meth:`losses` at one point, on Python floats."""
+        return x1 * x1, x2 * x2
+
+    def jacobian_scalar(self, x1: float, x2: float) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The Jacobian of :meth:`losses` at one point: ``((2 x1, 0), (0, 2 x2))``."""
+        return (2.0 * x1, 0.0), (0.0, 2.0 * x2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -321,32 +393,132 @@ def _jacobians(problem: ToyProblem, x: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return losses[:, 0].detach(), J
 
 
-def _closed_form_weights(aggregator: Aggregator, J: Tensor) -> Tensor | None:
-    r"""Weights ``(S, 2)`` of Mean, PCGrad, MGDA or UPGrad for two tasks, from the batched Gramian ``J Jᵀ``
-    (float64), in one tensor op per formula; ``None`` for any other aggregator or number of tasks.
+# ---------------------------------------------------------------------------------------------------------
+# The scalar engine: two objectives, two parameters, Python floats
+# ---------------------------------------------------------------------------------------------------------
+#
+# The weight functions take the Jacobian's rows g1 = (a, b) and g2 = (p, q) and return the two weights of
+# exactly what the aggregators' ``weights`` compute for m = 2 (the tests check it on near-degenerate J too).
+# With G = J Jᵀ: PCGrad (1 - G12/G11, 1 - G12/G22) if G12 < 0, else (1, 1), whatever the order of the
+# projections; UPGrad half of it; MGDA the min-norm point of the segment [g2, g1]; CAGrad below.
 
-    For m = 2 the aggregators have closed forms, with :math:`G = J J^\top` and :math:`a = \max(-G_{12}, 0)`:
-    PCGrad :math:`w = (1 + a / G_{11}, 1 + a / G_{22})` (the order of the projections does not matter, so no
-    random numbers are drawn), UPGrad half of it, MGDA :math:`w_1 = \mathrm{clip}((G_{22} - G_{12}) /
-    \lVert g_1 - g_2 \rVert^2, 0, 1)`, :math:`w_2 = 1 - w_1` (1/2 each if :math:`g_1 = g_2`).
+
+def _mean_weights(a: float, b: float, p: float, q: float) -> tuple[float, float]:
+    return 0.5, 0.5
+
+
+def _pcgrad_weights(a: float, b: float, p: float, q: float) -> tuple[float, float]:
+    inner = a * p + b * q
+    if inner >= 0.0:  # no conflict (or a zero row): nothing is projected
+        return 1.0, 1.0
+    return 1.0 - inner / (a * a + b * b), 1.0 - inner / (p * p + q * q)
+
+
+def _upgrad_weights(a: float, b: float, p: float, q: float) -> tuple[float, float]:
+    w1, w2 = _pcgrad_weights(a, b, p, q)
+    return 0.5 * w1, 0.5 * w2
+
+
+def _mgda_weights(a: float, b: float, p: float, q: float) -> tuple[float, float]:
+    da, db = a - p, b - q
+    gap = da * da + db * db  # ||g1 - g2||²
+    if gap <= 0.0:  # g1 = g2: every weighting gives the same direction
+        return 0.5, 0.5
+    w1 = min(max(-(p * da + q * db) / gap, 0.0), 1.0)  # (G22 - G12) / ||g1 - g2||², clipped
+    return w1, 1.0 - w1
+
+
+def _cagrad_weights(c: float, a: float, b: float, p: float, q: float) -> tuple[float, float]:
+    r"""Two-task CAGrad weights :math:`\tfrac12 + \rho w_i / \lVert g_w \rVert`.
+
+    The dual :math:`\min_{w \in [0, 1]} F(w) = g_w \cdot g_0 + \rho \lVert g_w \rVert`, with
+    :math:`g_w = g_2 + w (g_1 - g_2)`, is convex; with :math:`s = g_2 \cdot (g_1 - g_2) + w \lVert g_1 - g_2
+    \rVert^2` and :math:`\beta = (g_1 - g_2) \cdot g_0`, :math:`F'(w) = 0` reads :math:`s = -\beta
+    \sqrt{\det G / (\rho^2 \lVert g_1 - g_2 \rVert^2 - \beta^2)}` when the radicand is positive (otherwise
+    :math:`F'` has the sign of :math:`\beta` and the minimiser is an end point); clipping to :math:`[0, 1]`
+    gives the minimiser. When 0 is in the convex hull of the rows (the aggregator's tolerance) and the ball
+    reaches the cone :math:`\{d : g_i \cdot d \ge 0\}`, the aggregator returns the projection of
+    :math:`g_0` onto that cone, i.e. onto the one half-plane that :math:`g_0` violates, if any.
     """
-    kind = type(aggregator)
-    if J.shape[1] != 2 or kind not in (Mean, PCGrad, UPGrad, MGDA):
-        return None
-    if kind is Mean:
-        return torch.full(J.shape[:2], 0.5, dtype=J.dtype)
-    G = (J @ J.mT).double()
-    if not bool(torch.isfinite(G).all()):
-        raise ValueError(NON_FINITE)
-    G11, G12, G22 = G[:, 0, 0], G[:, 0, 1], G[:, 1, 1]
-    if kind is MGDA:
-        gap = G11 + G22 - 2.0 * G12  # ||g1 - g2||²
-        w1 = torch.where(gap > 0.0, ((G22 - G12) / torch.where(gap > 0.0, gap, 1.0)).clamp(0.0, 1.0), 0.5)
-        return torch.stack([w1, 1.0 - w1], -1).to(J.dtype)
-    conflict = G12 < 0.0  # then G11 > 0 and G22 > 0
-    a = torch.where(conflict, -G12, 0.0)
-    w = 1.0 + torch.stack([a / torch.where(conflict, G11, 1.0), a / torch.where(conflict, G22, 1.0)], -1)
-    return (w if kind is PCGrad else 0.5 * w).to(J.dtype)
+    G11, G12, G22 = a * a + b * b, a * p + b * q, p * p + q * q
+    g01, g02 = 0.5 * (a + p), 0.5 * (b + q)
+    rho2 = c * c * (g01 * g01 + g02 * g02)
+    if not rho2 > 0.0:  # c = 0 or g0 = 0: the mean
+        return 0.5, 0.5
+    w, _ = _mgda_weights(a, b, p, q)
+    n1, n2 = p + w * (a - p), q + w * (b - q)
+    if n1 * n1 + n2 * n2 <= 1e-14 * (G11 + G22):  # 0 is in the convex hull of the rows
+        nu1 = max(-0.5 * (G11 + G12), 0.0) / G11 if G11 > 0.0 else 0.0  # g0 + nu1 g1 ⟂ g1 if g0·g1 < 0
+        nu2 = max(-0.5 * (G12 + G22), 0.0) / G22 if G22 > 0.0 else 0.0
+        if nu1 * nu1 * G11 + nu2 * nu2 * G22 <= rho2:
+            return 0.5 + nu1, 0.5 + nu2
+    da, db = a - p, b - q
+    beta = 0.5 * (G11 - G22)
+    radicand = rho2 * (da * da + db * db) - beta * beta
+    if radicand > 0.0:
+        cross = a * q - b * p
+        s = -beta * abs(cross) / math.sqrt(radicand)
+        w = min(max((s - (p * da + q * db)) / (da * da + db * db), 0.0), 1.0)
+    else:
+        w = 0.0 if beta > 0.0 else 1.0 if beta < 0.0 else 0.5
+    n1, n2 = p + w * (a - p), q + w * (b - q)
+    k = math.sqrt(rho2 / (n1 * n1 + n2 * n2))
+    return 0.5 + k * w, 0.5 + k * (1.0 - w)
+
+
+_SCALAR_WEIGHTS = {Mean: _mean_weights, PCGrad: _pcgrad_weights, UPGrad: _upgrad_weights, MGDA: _mgda_weights}
+_SCALAR_PROBLEMS = (PCGradToy, CAGradToy, EWQ)
+
+
+def _scalar_weights(aggregator: object) -> Callable[[float, float, float, float], tuple[float, float]] | None:
+    """The two-task weight function of exactly Mean, PCGrad, UPGrad, MGDA or CAGrad; ``None`` otherwise."""
+    if type(aggregator) is CAGrad:
+        return partial(_cagrad_weights, float(aggregator.c))
+    return _SCALAR_WEIGHTS.get(type(aggregator))  # type: ignore[arg-type]
+
+
+def _scalar_run(
+    problem: ToyProblem,
+    weigh: Callable[[float, float, float, float], tuple[float, float]],
+    starts: list[list[float]],
+    steps: int,
+    lr: float,
+    adam: bool,
+    record_every: int,
+) -> list[list[tuple[float, ...]]]:
+    """Run each start in turn on Python floats; return, per start, the rows ``(x1, x2, L1, L2, w1, w2)``.
+
+    Same arithmetic as the generic path: the direction is ``w @ J``, and Adam is :class:`BatchedAdam`'s.
+    """
+    jacobian, losses = problem.jacobian_scalar, problem.losses_scalar  # type: ignore[attr-defined]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    last = (steps // record_every) * record_every
+    runs = []
+    for x1, x2 in starts:
+        rows: list[tuple[float, ...]] = []
+        m1 = m2 = v1 = v2 = 0.0
+        for t in range(last + 1):
+            (a, b), (p, q) = jacobian(x1, x2)
+            w1, w2 = weigh(a, b, p, q)
+            if t % record_every == 0:
+                rows.append((x1, x2, *losses(x1, x2), w1, w2))
+            if t == last:
+                break
+            d1, d2 = w1 * a + w2 * p, w1 * b + w2 * q
+            if adam:
+                m1 += (1.0 - beta1) * (d1 - m1)
+                m2 += (1.0 - beta1) * (d2 - m2)
+                v1 = beta2 * v1 + (1.0 - beta2) * d1 * d1
+                v2 = beta2 * v2 + (1.0 - beta2) * d2 * d2
+                step_size = lr / (1.0 - beta1 ** (t + 1))
+                root = math.sqrt(1.0 - beta2 ** (t + 1))
+                x1 -= step_size * m1 / (math.sqrt(v1) / root + eps)
+                x2 -= step_size * m2 / (math.sqrt(v2) / root + eps)
+            else:
+                x1 -= lr * d1
+                x2 -= lr * d2
+        runs.append(rows)
+    return runs
 
 
 def trajectories(
@@ -366,13 +538,20 @@ def trajectories(
     At every step and for every start, the Jacobian :math:`J \in \mathbb R^{m \times 2}` of the losses is
     aggregated into a direction :math:`d = \mathcal A(J)`, which the optimiser uses as the gradient:
     :math:`x \leftarrow x - \eta d` (SGD) or an Adam step (:class:`BatchedAdam`, same arithmetic as
-    ``torch.optim.Adam`` with its default betas and eps). The starts never interact: the losses of all of
-    them come from one forward pass, their Jacobians from one backward pass (each start repeated ``m``
-    times), and the optimiser moves all of them in one tensor operation. The aggregator's ``weights`` are
-    computed for all starts at once from closed forms when it is exactly :class:`~mtlcourse.aggregation.Mean`,
-    :class:`~mtlcourse.aggregation.PCGrad`, :class:`~mtlcourse.aggregation.MGDA` or
-    :class:`~mtlcourse.aggregation.UPGrad` and there are two objectives (same directions; ``fast=False``
-    calls ``aggregator.weights`` instead); any other aggregator is called once per start.
+    ``torch.optim.Adam`` with its default betas and eps). The starts never interact.
+
+    **Two engines.** The papers' runs are long (250 000 Adam steps for the PCGrad toy, 5 starts × 100 000
+    steps for the CAGrad toy) and the notebooks have about a minute in all, but a torch step costs about a
+    millisecond of autograd and tiny tensor ops. So, when ``fast`` is true, the problem is exactly
+    :class:`PCGradToy`, :class:`CAGradToy` or :class:`EWQ` and the aggregator exactly
+    :class:`~mtlcourse.aggregation.Mean`, :class:`~mtlcourse.aggregation.PCGrad`,
+    :class:`~mtlcourse.aggregation.UPGrad`, :class:`~mtlcourse.aggregation.MGDA` or
+    :class:`~mtlcourse.aggregation.CAGrad`, a scalar engine runs instead, about a hundred times faster:
+    the problem's analytic ``jacobian_scalar``, the two-task closed forms of the weights and the optimiser,
+    all on Python floats (double precision whatever ``dtype``, which then only sets the returned tensors).
+    The tests tie it to the generic path (``fast=False``), which evaluates all starts in one forward and one
+    backward pass and calls ``aggregator.weights`` once per start (it is also the path for any other
+    problem or aggregator, e.g. a plain callable).
 
     Parameters
     ----------
@@ -394,7 +573,8 @@ def trajectories(
         Precision of the run; default: that of ``starts`` if it is a floating-point tensor, else the
         default dtype.
     fast : bool, default True
-        Use the two-task closed forms where they exist (``PCGrad`` then draws no random numbers).
+        Use the scalar engine where it applies (``PCGrad`` then draws no random numbers: for two tasks the
+        order of the projections does not matter).
 
     Returns
     -------
@@ -424,6 +604,11 @@ def trajectories(
     weighted = isinstance(aggregator, Aggregator)
 
     S, T = x.shape[0], steps // record_every + 1
+    weigh = _scalar_weights(aggregator) if fast and type(problem) in _SCALAR_PROBLEMS else None
+    if weigh is not None:
+        rows = _scalar_run(problem, weigh, x.tolist(), steps, lr, optimizer == "adam", record_every)
+        points, losses, weights = (part.contiguous() for part in torch.tensor(rows, dtype=dtype).split(2, -1))
+        return Trajectories(points, losses, weights, torch.arange(T) * record_every)
     with torch.no_grad():
         m = problem.losses(x).shape[-1]
     points, losses_out = x.new_empty(S, T, 2), x.new_empty(S, T, m)
@@ -433,9 +618,7 @@ def trajectories(
         losses, J = _jacobians(problem, x, m)
         w = None
         if weighted:
-            w = _closed_form_weights(aggregator, J) if fast else None  # type: ignore[arg-type]
-            if w is None:
-                w = torch.stack([aggregator.weights(J[s]) for s in range(S)])  # type: ignore[union-attr]
+            w = torch.stack([aggregator.weights(J[s]) for s in range(S)])  # type: ignore[union-attr]
         if t % record_every == 0:
             k = t // record_every
             points[:, k], losses_out[:, k] = x, losses
