@@ -275,3 +275,149 @@ def gradnorm_synthetic(
         return TaskData(x, {f"task_{i}": s * torch.tanh(u @ a.T) for i, (s, a) in pairs})
 
     return Splits(train=draw(n_train), val=draw(n_val), test=draw(n_test))
+
+
+_DIGITS: dict[str, torch.Tensor] = {}
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8×8 digits (no download), cached: images float32 in [0, 16], labels int64."""
+    if not _DIGITS:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        _DIGITS["images"] = torch.from_numpy(bunch.images).float()
+        _DIGITS["target"] = torch.from_numpy(bunch.target).long()
+    return _DIGITS["images"], _DIGITS["target"]
+
+
+def multi_digits_indices(
+    n_train: int = 4000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+) -> dict[str, torch.Tensor]:
+    """The source images of every MultiDigits pair: which two bundled digits :func:`multi_digits` draws.
+
+    First the 1797 images of ``sklearn.datasets.load_digits()`` are split into disjoint train /
+    validation / test *pools*, stratified by class: of the :math:`n_c` images of class :math:`c`,
+    ``round(test_fraction * n_c)`` go to the test pool, ``round(val_fraction * n_c)`` to the validation
+    pool and the rest to the training pool. Then each split's pairs are drawn from its own pool only,
+    so no test image appears in a training or validation pair. A pair is two *different* images of
+    the pool, drawn uniformly and independently of their labels: the first uniformly, the second
+    uniformly among the others. Each task's classes are therefore about as balanced as the digits
+    themselves (every class holds 9.7–10.2 % of the images).
+
+    Parameters
+    ----------
+    n_train, n_val, n_test
+        Number of pairs in each split (pairs may repeat; images repeat across pairs of a split).
+    seed
+        Seed of the generator that splits the pools and draws the pairs.
+    val_fraction, test_fraction
+        Share of each class's images held out for the validation and test pools, each in (0, 1),
+        together below 1; every pool must keep at least one image of every class.
+
+    Returns
+    -------
+    dict[str, torch.Tensor]
+        ``"train"``, ``"val"``, ``"test"`` -> int64 ``(n, 2)``: row ``(i, j)`` is the pair whose
+        top-left digit is ``load_digits().images[i]`` and whose shifted digit is ``images[j]``.
+    """
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(f"every split needs at least one pair, got {n_train}, {n_val}, {n_test}")
+    for name, frac in [("val_fraction", val_fraction), ("test_fraction", test_fraction)]:
+        if not 0 < frac < 1:
+            raise ValueError(f"{name} must lie in (0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(f"val_fraction + test_fraction must be below 1, got {val_fraction + test_fraction}")
+    _, labels = _digits()
+    gen = torch.Generator().manual_seed(seed)
+    pools: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
+    for c in range(10):
+        members = torch.nonzero(labels == c).squeeze(1)
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_te, n_va = round(test_fraction * len(members)), round(val_fraction * len(members))
+        parts = {"test": members[:n_te], "val": members[n_te : n_te + n_va], "train": members[n_te + n_va :]}
+        for split, part in parts.items():
+            if len(part) == 0:
+                raise ValueError(
+                    f"the {split} pool would hold no image of class {c} ({len(members)} images); "
+                    f"change val_fraction={val_fraction} or test_fraction={test_fraction}"
+                )
+            pools[split].append(part)
+
+    def pairs(pool: torch.Tensor, n: int) -> torch.Tensor:
+        first = torch.randint(len(pool), (n,), generator=gen)
+        second = (first + torch.randint(1, len(pool), (n,), generator=gen)) % len(pool)  # never `first`
+        return torch.stack([pool[first], pool[second]], dim=1)
+
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    return {split: pairs(torch.cat(pools[split]).sort().values, sizes[split]) for split in sizes}
+
+
+def multi_digits(
+    n_train: int = 4000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    offset: int = 4,
+    flatten: bool = True,
+) -> Splits:
+    """MultiDigits: two overlapping handwritten digits per image, one task per digit — no download.
+
+    A small cousin of the MultiMNIST of multi-task learning (Sener & Koltun 2018, after Sabour et al.
+    2017: one digit top-left, one bottom-right, a task each), built from the 1797 bundled 8×8 digits
+    of scikit-learn (``sklearn.datasets.load_digits``). Each input is a square canvas of side
+    ``8 + offset`` (12 by default): one digit at the top-left (rows and columns 0–7), the other
+    shifted by ``offset`` down and right (rows and columns ``offset`` to ``offset + 7``), combined
+    pixel-wise by the maximum; pixels are scaled from 0–16 to [0, 1]. Where the two digits do not
+    overlap, the canvas shows each one unchanged.
+
+    Tasks: ``"left"``, the class of the top-left digit, and ``"right"``, the class of the shifted one;
+    both multiclass with 10 classes. Which images are paired, and the leak-free split into image pools,
+    are those of :func:`multi_digits_indices` called with the same ``n_*``, ``seed`` and fractions: it
+    returns the source indices of every pair.
+
+    Parameters
+    ----------
+    n_train, n_val, n_test
+        Number of pairs (inputs) in each split.
+    seed
+        Seed of the generator that splits the image pools and draws the pairs.
+    val_fraction, test_fraction
+        Share of each class's images held out for the validation and test pools.
+    offset
+        Shift of the second digit, from 1 (heavy overlap) to 8 (none; a 16×16 canvas).
+    flatten
+        ``True``: inputs ``(N, side²)``, for an MLP; ``False``: ``(N, 1, side, side)``, for a CNN.
+
+    Returns
+    -------
+    Splits
+        ``x`` is float32 ``(N, 144)`` by default (``(N, 1, 12, 12)`` with ``flatten=False``), in [0, 1];
+        targets ``"left"`` and ``"right"`` are int64 ``(N,)`` class indices in 0–9.
+    """
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 1 <= offset <= 8:
+        raise ValueError(f"offset must be an integer from 1 to 8, got {offset!r}")
+    indices = multi_digits_indices(
+        n_train, n_val, n_test, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    images, labels = _digits()
+    side = 8 + offset
+
+    def render(pairs: torch.Tensor) -> TaskData:
+        left, right = images[pairs[:, 0]] / 16, images[pairs[:, 1]] / 16
+        canvas = torch.zeros(len(pairs), side, side)
+        canvas[:, :8, :8] = left
+        canvas[:, offset:, offset:] = torch.maximum(canvas[:, offset:, offset:], right)
+        x = canvas.reshape(len(pairs), side * side) if flatten else canvas.unsqueeze(1)
+        return TaskData(x, {"left": labels[pairs[:, 0]], "right": labels[pairs[:, 1]]})
+
+    return Splits(train=render(indices["train"]), val=render(indices["val"]), test=render(indices["test"]))

@@ -140,3 +140,63 @@ def gradient_cosine(jacobian: torch.Tensor) -> torch.Tensor:
     gram = J @ J.T
     norms = gram.diagonal().sqrt()
     return (gram / torch.outer(norms, norms)).clamp(-1.0, 1.0)
+
+
+def delta_m(
+    model_metrics: dict[str, float],
+    baseline_metrics: dict[str, float],
+    higher_is_better: dict[str, bool],
+) -> float:
+    r"""The :math:`\Delta_m\%` of multi-task benchmarks: mean relative change against single-task baselines.
+
+    .. math::
+        \Delta_m\% = \frac{100}{K} \sum_{k=1}^K (-1)^{\delta_k} \, \frac{M_{m,k} - M_{b,k}}{M_{b,k}},
+
+    over the :math:`K` metrics (of all tasks together, each counted once), where :math:`M_{m,k}` is
+    the multi-task model's value of metric :math:`k`, :math:`M_{b,k}` the single-task baseline's, and
+    :math:`\delta_k = 1` if a *higher* value of metric :math:`k` is better.
+
+    **Sign: positive = worse.** :math:`\Delta_m\% > 0` means the multi-task model is on average *worse*
+    than the single-task models, :math:`< 0` better — the convention of CAGrad (Liu et al. 2021,
+    NeurIPS) and Nash-MTL (Navon et al. 2022, ICML), whose tables report :math:`\Delta_m\% \downarrow`.
+    The measure goes back to Maninis et al. (2019, CVPR); other works flip the sign: LibMTL's
+    ``count_improvement`` (Lin & Zhang) reports :math:`\Delta_p` with *higher = better* and, unlike here,
+    averages the metrics within each task before averaging over tasks; the survey of Vandenhende et
+    al. (2021, TPAMI) also counts improvements as positive. Check the sign before comparing tables.
+
+    Parameters
+    ----------
+    model_metrics
+        Metric name -> value of the multi-task model.
+    baseline_metrics
+        Metric name -> value of the single-task baseline; each must be positive (a relative change
+        from a zero or negative value has no meaning).
+    higher_is_better
+        Metric name -> ``True`` if higher values are better (accuracy, mIoU), ``False`` if lower values
+        are (errors, losses).
+
+    Returns
+    -------
+    float
+        :math:`\Delta_m` in percent; 0 when the model equals the baseline.
+    """
+    names = set(model_metrics)
+    if not names:
+        raise ValueError("delta_m needs at least one metric")
+    if set(baseline_metrics) != names or set(higher_is_better) != names:
+        raise ValueError(
+            "model_metrics, baseline_metrics and higher_is_better must name the same metrics, got "
+            f"{sorted(names)}, {sorted(baseline_metrics)} and {sorted(higher_is_better)}"
+        )
+    total = 0.0
+    for name in sorted(names):
+        model, base = float(model_metrics[name]), float(baseline_metrics[name])
+        higher = higher_is_better[name]
+        if not (np.isfinite(model) and np.isfinite(base)):
+            raise ValueError(f"metric {name!r} is not finite: model {model}, baseline {base}")
+        if base <= 0:
+            raise ValueError(f"baseline of {name!r} must be positive for a relative change, got {base}")
+        if not isinstance(higher, (bool, np.bool_)):
+            raise ValueError(f"higher_is_better[{name!r}] must be a bool, got {higher!r}")
+        total += (-1.0 if higher else 1.0) * (model - base) / base
+    return 100.0 * total / len(names)
