@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
+from mtlcourse.autojac import mtl_backward
 from mtlcourse.models import MultiTaskModel
 
 
@@ -65,8 +66,6 @@ class JacobianDescent(Strategy):
         self.aggregator = aggregator
 
     def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
-        from mtlcourse.autojac import mtl_backward  # imported here: autojac is only needed by this strategy
-
         weights = mtl_backward(
             losses=list(losses),
             features=features,
