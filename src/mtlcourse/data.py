@@ -323,7 +323,7 @@ def multi_digits_indices(
 
     Returns
     -------
-    dict[str, torch.Tensor]
+    dict of str to torch.Tensor
         ``"train"``, ``"val"``, ``"test"`` -> int64 ``(n, 2)``: row ``(i, j)`` is the pair whose
         top-left digit is ``load_digits().images[i]`` and whose shifted digit is ``images[j]``.
     """

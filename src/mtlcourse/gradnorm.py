@@ -86,7 +86,7 @@ class GradNorm(LossWeighting):
     scale. Adam divides by the gradient's running RMS, so each weight moves by about ``lr`` per step
     whatever the losses' units, and its momentum damps the sign flips of an L1 loss near equilibrium.
     ``fit``'s ``optimizer`` and ``lr`` do not touch the weights: they are a plain tensor, not returned
-    by :meth:`parameters`.
+    by ``model.parameters()``.
 
     **Collapse.** With a weight learning rate too large for the weights' scale, a step can take a weight
     to zero or below (the paper, as we read it, warns that a weight learning rate that is too large makes

@@ -41,6 +41,10 @@ class MultiTaskModel(nn.Module):
     def forward(
         self, x: torch.Tensor, return_features: bool = False
     ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each head's output by task name; with ``return_features``, also the trunk's output.
+
+        Outputs of width one are squeezed to shape ``(batch,)``.
+        """
         features = self.trunk(x)
         outputs = {}
         for name, head in self.heads.items():

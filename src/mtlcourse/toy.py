@@ -557,7 +557,7 @@ def trajectories(
     ----------
     problem : ToyProblem
         E.g. :class:`CAGradToy`; anything with ``losses(x: (S, 2)) -> (S, m)``.
-    aggregator : Aggregator or callable
+    aggregator : mtlcourse.aggregation.Aggregator or callable
         An :class:`~mtlcourse.aggregation.Aggregator` (its ``weights`` are recorded too), or any callable
         mapping ``J`` of shape ``(m, 2)`` to a direction of shape ``(2,)``, e.g. a torchjd aggregator.
     starts : tensor or array-like
