@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (see README):  make book  ·  make test
-# Both create or reuse .venv and install the pinned set (constraints.txt) into it.
+# Both create or reuse .venv and install the pinned set (constraints.txt) into it; make test also
+# installs Debian's chromium for the browser test when it is missing.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -7,8 +8,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+JB_STRICT := -W -n --keep-going
 
-.PHONY: book test lint unit notebooks env clean
+.PHONY: book test lint unit notebooks linkcheck browser execute env clean
 
 env: $(STAMP)
 
@@ -17,16 +21,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $@
 
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser test"
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 book: $(STAMP)
 	rm -rf _build/html
-	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	$(BIN)/jupyter-book build . --builder html $(JB_STRICT)
 	@echo "The course is in _build/html/index.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 # One CPU thread: the chapters' models are small, a single thread is as fast, and it keeps the
 # stored numbers independent of the machine's core count and of other load on it.
@@ -34,7 +43,19 @@ notebooks: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters
 
-test: lint unit notebooks
+# Every local link and cross-reference; external ones too with CHECK_EXTERNAL_LINKS=1 (needs a network).
+linkcheck: $(STAMP)
+	$(BIN)/jupyter-book build . --builder linkcheck $(JB_STRICT)
+
+# The built site in headless chromium; screenshots land in _build/screenshots.
+browser: book $(CHROMIUM)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
+
+test: lint unit notebooks linkcheck browser
+
+# Re-run chapters and store their outputs, timings and versions: make execute [NB=chapters/0X_....ipynb]
+execute: $(STAMP)
+	$(BIN)/python scripts/execute_chapters.py $(NB)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -50,3 +50,103 @@ def test_first_cell_is_valid_python_once_ipython_magics_are_translated(path: Pat
     from IPython.core.inputtransformer2 import TransformerManager
 
     compile(TransformerManager().transform_cell("".join(_first_code_cell(path)["source"])), path.name, "exec")
+
+
+# --- Exercises: every solution passes the checker its exercise names --------------------------------
+
+
+def _solutions(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """Exercise label -> (exercise text, code of the cells between solution-start and solution-end)."""
+    exercises: dict[str, str] = {}
+    solutions: dict[str, tuple[str, list[str]]] = {}
+    current = None
+    for cell in json.loads(path.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            for text, label in re.findall(r"```\{exercise\}\n(:label: (\S+)\n[\s\S]*?)```", source):
+                exercises[label] = text
+            # A cell may close one solution and open the next: the last marker in it decides.
+            for marker in re.finditer(r"\{solution-start\} (\S+)|\{solution-end\}", source):
+                current = marker.group(1)
+                if current is not None:
+                    solutions[current] = (exercises[current], [])
+        elif current is not None:
+            solutions[current][1].append(source)
+    return solutions
+
+
+CHECKED_EXERCISES = [
+    (path, label, code)
+    for path in CHAPTERS
+    for label, (text, code) in _solutions(path).items()
+    if "mtlcourse.exercises.check_" in text
+]
+
+
+def test_there_are_self_checking_exercises():
+    assert len(CHECKED_EXERCISES) >= 3
+
+
+@pytest.mark.parametrize(
+    ("path", "label", "code"), CHECKED_EXERCISES, ids=[label for _, label, _ in CHECKED_EXERCISES]
+)
+def test_solution_passes_its_checker(path: Path, label: str, code: list[str], monkeypatch):
+    import torch
+
+    import mtlcourse.aggregation
+    from mtlcourse import exercises
+
+    verdicts: list[tuple[str, bool]] = []
+    for name in [n for n in dir(exercises) if n.startswith("check_")]:
+        checker = getattr(exercises, name)
+
+        def recording(candidate, *args, _checker=checker, **kwargs):
+            verdict = _checker(candidate, *args, **kwargs)
+            verdicts.append((candidate.__name__, verdict))
+            return verdict
+
+        monkeypatch.setattr(exercises, name, recording)
+    # As in the chapters: torch and the aggregators are in scope.
+    namespace = {
+        "torch": torch,
+        **{n: getattr(mtlcourse.aggregation, n) for n in mtlcourse.aggregation.__all__},
+    }
+    for source in code:
+        exec(compile(source, f"{path.name}:{label}", "exec"), namespace)
+    # The reader's solution (my_...) passes; a deliberately wrong variant shown beside it is caught.
+    assert any(name.startswith("my_") for name, _ in verdicts), "the solution never calls its checker"
+    assert verdicts == [(name, name.startswith("my_")) for name, _ in verdicts]
+
+
+# --- Stored runs: made with the pinned versions, within the time budget -------------------------------
+
+
+def _run_info(path: Path) -> tuple[dict, float]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "course_status", ROOT / "book" / "_ext" / "course_status.py"
+    )
+    status = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(status)
+    notebook = json.loads(path.read_text())
+    return notebook["metadata"].get("mtlcourse", {}), status.run_seconds(notebook)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_stored_outputs_were_made_with_the_installed_versions(path: Path):
+    import platform
+    from importlib.metadata import version
+
+    info, _ = _run_info(path)
+    assert info, f"{path.name} was not run with scripts/execute_chapters.py (make execute)"
+    used = dict(info["executed_with"])
+    assert used.pop("python").rsplit(".", 1)[0] == platform.python_version().rsplit(".", 1)[0]
+    assert used == {package: version(package) for package in used}, "re-run the chapter: make execute"
+    assert {"mtlcourse", "torch", "numpy", "matplotlib"} <= set(used)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_stored_run_kept_within_the_time_budget(path: Path):
+    _, seconds = _run_info(path)
+    assert 0 < seconds <= 60, f"{path.name} ran for {seconds:.0f} s; the budget is 60 s per chapter"

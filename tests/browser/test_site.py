@@ -111,7 +111,8 @@ def images_not_loaded(page: Page) -> list[str]:
             const local = Array.from(document.images).filter(img => img.src.startsWith(location.origin));
             local.forEach(img => { img.loading = 'eager'; });
             await Promise.all(local.map(img => img.decode().catch(() => null)));
-            return local.filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.getAttribute('src'));
+            const broken = local.filter(img => !(img.complete && img.naturalWidth > 0));
+            return broken.map(img => img.getAttribute('src'));
         }"""
     )
 
@@ -179,7 +180,10 @@ def test_page(page: Page, site: str, remote_requests: list[str], name: str):
         assert {colab.nth(k).get_attribute("href") for k in range(colab.count())} == {colab_link(name)}
 
 
-@pytest.mark.parametrize("name", [c for c in CHAPTERS if "{solution-start}" in (ROOT / f"{c}.ipynb").read_text()])
+WITH_SOLUTIONS = [c for c in CHAPTERS if "{solution-start}" in (ROOT / f"{c}.ipynb").read_text()]
+
+
+@pytest.mark.parametrize("name", WITH_SOLUTIONS)
 def test_solutions_are_hidden_until_clicked(page: Page, site: str, name: str):
     open_page(page, f"{site}/{name}.html")
     solutions = page.locator("div.solution.dropdown")

@@ -1,0 +1,66 @@
+"""Run chapter notebooks top to bottom in a fresh kernel and store their outputs, timings and versions.
+
+This is how a chapter's stored outputs are made: ``make execute`` (every chapter) or
+``make execute NB=chapters/04_pcgrad.ipynb``. It runs one CPU thread, the kernel of the current
+environment and the chapters folder as working directory. Besides the outputs, it records in the
+notebook's metadata when it ran and the versions of the packages it ran with; the book's status page
+and ``tests/test_chapters.py`` read them back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+# The packages whose versions can change a stored output.
+PACKAGES = ["mtlcourse", "torch", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "torchjd"]
+
+
+def installed_versions() -> dict[str, str]:
+    """Python's version and each of ``PACKAGES`` that is installed."""
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def execute(path: Path, timeout: int = 600) -> float:
+    notebook = nbformat.read(path, as_version=4)
+    started = datetime.now(timezone.utc)
+    NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    import torch
+
+    notebook.metadata["mtlcourse"] = {
+        "executed_with": installed_versions(),
+        "executed_at": started.isoformat(timespec="seconds"),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+    nbformat.write(notebook, path)
+    return (datetime.now(timezone.utc) - started).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every chapters/*.ipynb")
+    notebooks = parser.parse_args().notebooks or sorted(Path("chapters").glob("*.ipynb"))
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the kernel: the same setting as `make test`
+    for path in notebooks:
+        seconds = execute(path)
+        print(f"{path}: {seconds:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
