@@ -27,7 +27,7 @@ def jacobian(
     Parameters
     ----------
     losses : sequence of scalar tensors, or a 1-D tensor
-        The ``m`` task losses :math:`\mathcal L_1, \dots, \mathcal L_m`.
+        The ``m`` task losses :math:`L_1, \dots, L_m`.
     params : iterable of tensors
         Tensors requiring grad (e.g. ``model.parameters()``), in the order of the columns.
     retain_graph : bool, default False
@@ -36,7 +36,7 @@ def jacobian(
     Returns
     -------
     Tensor
-        :math:`J` of shape ``(m, n)`` with :math:`J_{ij} = \partial \mathcal L_i / \partial \theta_j`: rows in
+        :math:`J` of shape ``(m, n)`` with :math:`J_{ij} = \partial L_i / \partial \theta_j`: rows in
         task order, columns the parameters flattened and concatenated in order (zero columns for parameters
         the losses do not depend on). All rows are computed by one batched backward pass
         (``is_grads_batched=True``).

@@ -116,10 +116,10 @@ def gradient_cosine(jacobian: torch.Tensor) -> torch.Tensor:
     r"""Cosine similarity between every pair of task gradients: the rows of :math:`J`.
 
     .. math::
-        C_{ij} = \frac{g_i \cdot g_j}{\lVert g_i \rVert \, \lVert g_j \rVert}
+        S_{ij} = \frac{g_i \cdot g_j}{\lVert g_i \rVert \, \lVert g_j \rVert}
                = \frac{G_{ij}}{\sqrt{G_{ii} G_{jj}}}, \qquad G = J J^\top,
 
-    computed from the Gramian :math:`G` in float64. Two tasks *conflict* when :math:`C_{ij} < 0`
+    computed from the Gramian :math:`G` in float64. Two tasks *conflict* when :math:`S_{ij} < 0`
     (Yu et al. 2020): a small step along one gradient increases the other task's loss. A zero row has
     no direction; its cosines are NaN.
 
@@ -150,11 +150,11 @@ def delta_m(
     r"""The :math:`\Delta_m\%` of multi-task benchmarks: mean relative change against single-task baselines.
 
     .. math::
-        \Delta_m\% = \frac{100}{K} \sum_{k=1}^K (-1)^{\delta_k} \, \frac{M_{m,k} - M_{b,k}}{M_{b,k}},
+        \Delta_m\% = \frac{100}{K} \sum_{k=1}^K (-1)^{\ell_k} \, \frac{M_{a,k} - M_{b,k}}{M_{b,k}},
 
-    over the :math:`K` metrics (of all tasks together, each counted once), where :math:`M_{m,k}` is
+    over the :math:`K` metrics (of all tasks together, each counted once), where :math:`M_{a,k}` is
     the multi-task model's value of metric :math:`k`, :math:`M_{b,k}` the single-task baseline's, and
-    :math:`\delta_k = 1` if a *higher* value of metric :math:`k` is better.
+    :math:`\ell_k = 1` if a *higher* value of metric :math:`k` is better.
 
     **Sign: positive = worse.** :math:`\Delta_m\% > 0` means the multi-task model is on average *worse*
     than the single-task models, :math:`< 0` better — the convention of CAGrad (Liu et al. 2021,
@@ -178,7 +178,7 @@ def delta_m(
     Returns
     -------
     float
-        :math:`\Delta_m` in percent; 0 when the model equals the baseline.
+        :math:`\Delta_m\%`, in percent; 0 when the model equals the baseline.
     """
     names = set(model_metrics)
     if not names:

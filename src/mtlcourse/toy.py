@@ -314,8 +314,9 @@ class BatchedAdam:
 
     .. math::
 
-        m_t = \beta_1 m_{t-1} + (1 - \beta_1) d_t, \quad v_t = \beta_2 v_{t-1} + (1 - \beta_2) d_t^2, \quad
-        x_t = x_{t-1} - \frac{\eta}{1 - \beta_1^t} \, \frac{m_t}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon},
+        \mu_t = \beta_1 \mu_{t-1} + (1 - \beta_1) d_t, \quad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) d_t^2, \quad
+        x_t = x_{t-1} - \frac{\eta}{1 - \beta_1^t} \, \frac{\mu_t}{\sqrt{v_t / (1 - \beta_2^t)} + \epsilon},
 
     element-wise, so every row of ``x`` evolves as if it had its own ``torch.optim.Adam`` (no weight decay,
     no amsgrad). :meth:`step` updates ``x`` in place.
@@ -536,7 +537,7 @@ def trajectories(
     r"""Jacobian descent on a toy problem from several starts at once.
 
     At every step and for every start, the Jacobian :math:`J \in \mathbb R^{m \times 2}` of the losses is
-    aggregated into a direction :math:`d = \mathcal A(J)`, which the optimiser uses as the gradient:
+    aggregated into a direction :math:`d = A(J)`, which the optimiser uses as the gradient:
     :math:`x \leftarrow x - \eta d` (SGD) or an Adam step (:class:`BatchedAdam`, same arithmetic as
     ``torch.optim.Adam`` with its default betas and eps). The starts never interact.
 

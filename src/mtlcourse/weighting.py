@@ -282,8 +282,8 @@ class DWA(LossWeighting):
     In epoch :math:`t` every step uses the weights
 
     .. math::
-        w_i(t) = m \, \frac{\exp(r_i(t-1) / T)}{\sum_j \exp(r_j(t-1) / T)}, \qquad
-        r_i(t-1) = \frac{L_i(t-1)}{L_i(t-2)},
+        w_i(t) = m \, \frac{\exp(q_i(t-1) / T)}{\sum_j \exp(q_j(t-1) / T)}, \qquad
+        q_i(t-1) = \frac{L_i(t-1)}{L_i(t-2)},
 
     where :math:`L_i(t)` is task :math:`i`'s epoch-mean *unweighted* training loss
     (``train_loss_<task>`` of the row ``fit`` passes to :meth:`end_epoch`) and :math:`T` the

@@ -100,7 +100,7 @@ def solve_symmetric(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def min_norm_simplex(G: np.ndarray) -> np.ndarray:
-    r"""Weights of the min-norm point of the convex hull of the rows: :math:`\min_{w \in \Delta} w^\top G w`.
+    r"""Weights of the min-norm point of the rows' convex hull: :math:`\min_{w \in \Delta_m} w^\top G w`.
 
     Uses the classical reduction to a nonnegative least-squares problem: with
     :math:`x^\star = \arg\min_{x \ge 0} x^\top G x + (\mathbf 1^\top x - 1)^2`, whose KKT conditions read

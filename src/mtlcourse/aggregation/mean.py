@@ -15,7 +15,7 @@ class Mean(Aggregator):
 
         d = \frac{1}{m} \sum_{i=1}^m g_i = J^\top w, \qquad w = \tfrac{1}{m} \mathbf{1}.
 
-    This is the gradient of :math:`\frac1m \sum_i \mathcal{L}_i`, the baseline every other aggregator is
+    This is the gradient of :math:`\frac1m \sum_i L_i`, the baseline every other aggregator is
     compared to. It needs no Gramian. Same as ``torchjd.aggregation.Mean``.
     """
 

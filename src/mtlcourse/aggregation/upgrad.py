@@ -13,7 +13,7 @@ from .base import Aggregator
 class UPGrad(Aggregator):
     r"""Unconflicting Projection of Gradients, the aggregator of Jacobian descent.
 
-    Each row is projected onto the dual cone of the rows, :math:`C = \{v : J v \ge 0\}` (the directions
+    Each row is projected onto the dual cone of the rows, :math:`C = \{u : J u \ge 0\}` (the directions
     that conflict with no task), and the projections are averaged:
 
     .. math::
