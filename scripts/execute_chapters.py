@@ -35,12 +35,33 @@ def installed_versions() -> dict[str, str]:
     return found
 
 
+def coalesce_streams(notebook: nbformat.NotebookNode) -> None:
+    """Join consecutive stdout (or stderr) outputs of a cell, so that how the kernel happened to flush
+    a stream does not show up as a change of the stored notebook."""
+    for cell in notebook.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (
+                output.output_type == "stream"
+                and previous is not None
+                and previous.output_type == "stream"
+                and previous.name == output.name
+            ):
+                previous.text += output.text
+            else:
+                merged.append(output)
+        if "outputs" in cell:
+            cell.outputs = merged
+
+
 def execute(path: Path, timeout: int = 600) -> float:
     notebook = nbformat.read(path, as_version=4)
     started = datetime.now(timezone.utc)
     NotebookClient(
         notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     ).execute()
+    coalesce_streams(notebook)
     import torch
 
     notebook.metadata["mtlcourse"] = {

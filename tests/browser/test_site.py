@@ -178,6 +178,7 @@ def test_page(page: Page, site: str, remote_requests: list[str], name: str):
         colab = page.locator('a[href*="colab.research.google.com"]')
         assert colab.count() >= 1, "the chapter has no Open in Colab link"
         assert {colab.nth(k).get_attribute("href") for k in range(colab.count())} == {colab_link(name)}
+        assert page.locator("div.cell_input button.copybtn").count() >= 1, "code cells have copy buttons"
 
 
 WITH_SOLUTIONS = [c for c in CHAPTERS if "{solution-start}" in (ROOT / f"{c}.ipynb").read_text()]
