@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 $(CHROMIUM):
 	@echo "Installing Debian's chromium for the browser test"
 	$(SUDO) apt-get update -qq
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 
 book: $(STAMP)
 	rm -rf _build/html

@@ -201,6 +201,8 @@ def test_search_finds_a_term_from_a_chapter(page: Page, site: str):
     open_page(page, f"{site}/search.html?q={SEARCH_TERM}")
     hits = page.locator("#search-results a")
     hits.first.wait_for(timeout=15_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "search.png")
     assert any(SEARCH_HIT in (hits.nth(k).get_attribute("href") or "") for k in range(hits.count()))
 
 
