@@ -46,9 +46,6 @@ notebooks: $(STAMP)
 # Every local link and cross-reference; external ones too with CHECK_EXTERNAL_LINKS=1 (needs a network).
 linkcheck: $(STAMP)
 	$(BIN)/jupyter-book build . --builder linkcheck $(JB_STRICT)
-	$(BIN)/python -c 'import collections, json; rows = [json.loads(l) for l in open("_build/html/output.json")]; \
-		print("link check:", dict(collections.Counter(r["status"] for r in rows))); \
-		print("not checked (external):", *sorted({r["uri"] for r in rows if r["status"] == "ignored"}), sep="\n  ")'
 
 # The built site in headless chromium; screenshots land in _build/screenshots.
 browser: book $(CHROMIUM)

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 
 # The packages whose versions can change a stored output.
@@ -62,8 +63,6 @@ def execute(path: Path, timeout: int = 600) -> float:
         notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     ).execute()
     coalesce_streams(notebook)
-    import torch
-
     notebook.metadata["mtlcourse"] = {
         "executed_with": installed_versions(),
         "executed_at": started.isoformat(timespec="seconds"),

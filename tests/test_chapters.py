@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -121,16 +122,22 @@ def test_solution_passes_its_checker(path: Path, label: str, code: list[str], mo
 # --- Stored runs: made with the pinned versions, within the time budget -------------------------------
 
 
-def _run_info(path: Path) -> tuple[dict, float]:
-    import importlib.util
-
+def _load_course_status():
+    """book/_ext/course_status.py, which reads run times the same way for the status page."""
     spec = importlib.util.spec_from_file_location(
         "course_status", ROOT / "book" / "_ext" / "course_status.py"
     )
-    status = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(status)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+course_status = _load_course_status()
+
+
+def _run_info(path: Path) -> tuple[dict, float]:
     notebook = json.loads(path.read_text())
-    return notebook["metadata"].get("mtlcourse", {}), status.run_seconds(notebook)
+    return notebook["metadata"].get("mtlcourse", {}), course_status.run_seconds(notebook)
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

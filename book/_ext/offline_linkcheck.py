@@ -1,9 +1,8 @@
 """Sphinx extension: the link check skips external links unless ``CHECK_EXTERNAL_LINKS=1``.
 
 CI has no network, so there ``make linkcheck`` checks what it can: the local links and files that pages
-point to. The external links are still listed, as "ignored", in ``_build/html/output.json`` (where
-Jupyter Book puts the link check's report), and ``make linkcheck`` prints them; with a network,
-``CHECK_EXTERNAL_LINKS=1 make linkcheck`` checks them too.
+point to. Sphinx still prints each external link, marked "-ignored-", with its page and line; with a
+network, ``CHECK_EXTERNAL_LINKS=1 make linkcheck`` checks them too.
 """
 
 from __future__ import annotations

@@ -99,6 +99,11 @@ def page(browser: Browser, remote_requests: list[str]) -> Iterator[Page]:
     context.close()
 
 
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png")
+
+
 def open_page(page: Page, url: str) -> None:
     response = page.goto(url, wait_until="load")
     assert response is not None and response.ok, f"{url} answered {response and response.status}"
@@ -143,7 +148,7 @@ def broken_internal_links(page: Page, site: str) -> list[str]:
             target = target / "index.html"
         if not target.is_file():
             broken.append(href)
-        elif fragment and target.suffix == ".html" and not _has_anchor(target, unquote(fragment)):
+        elif fragment and target.suffix == ".html" and unquote(fragment) not in _anchors(target):
             broken.append(href)
     return broken
 
@@ -156,15 +161,10 @@ def _anchors(path: Path) -> frozenset[str]:
     )
 
 
-def _has_anchor(path: Path, fragment: str) -> bool:
-    return fragment in _anchors(path)
-
-
 @pytest.mark.parametrize("name", PAGES)
 def test_page(page: Page, site: str, remote_requests: list[str], name: str):
     open_page(page, f"{site}/{name}.html")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name.replace('/', '__')}.png")
+    screenshot(page, name.replace("/", "__"))
 
     assert page.title(), "the page has no title"
     assert images_not_loaded(page) == []
@@ -201,8 +201,7 @@ def test_search_finds_a_term_from_a_chapter(page: Page, site: str):
     open_page(page, f"{site}/search.html?q={SEARCH_TERM}")
     hits = page.locator("#search-results a")
     hits.first.wait_for(timeout=15_000)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "search.png")
+    screenshot(page, "search")
     assert any(SEARCH_HIT in (hits.nth(k).get_attribute("href") or "") for k in range(hits.count()))
 
 
@@ -212,8 +211,7 @@ def test_figures_stay_readable_in_dark_mode(page: Page, site: str):
     assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
     figure = page.locator(".cell_output img").first
     figure.scroll_into_view_if_needed()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "dark-mode-first-figure.png")
+    screenshot(page, "dark-mode-first-figure")
     # The figure keeps its own opaque light background, so dark text on it stays dark-on-light.
     background = figure.evaluate(
         """img => { const c = document.createElement('canvas'); c.width = img.naturalWidth;
