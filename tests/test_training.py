@@ -57,7 +57,7 @@ def test_early_stopping_restores_the_best_epoch():
         {"regression": -train.targets["regression"], "classification": 1 - train.targets["classification"]},
     )
     model = _model()
-    history = fit(model, TASKS, train, val, epochs=200, lr=0.05, patience=5)
+    history = fit(model, TASKS, train, val, epochs=200, lr=0.05, patience=5, select="weighted")
     best = history.attrs["best_epoch"]
     assert len(history) == best + 5 < 200
     with torch.no_grad():
@@ -157,3 +157,40 @@ def test_a_non_finite_loss_stops_training_with_the_task_named(splits):
 def test_early_stopping_without_validation_is_refused(splits):
     with pytest.raises(ValueError, match="needs validation"):
         fit(_model(), TASKS, splits.train, epochs=1, patience=3)
+
+
+def test_normalised_score_divides_each_validation_loss_by_its_value_before_training(splits):
+    model = _model()
+    with torch.no_grad():
+        before, _, _ = task_losses(model.eval(), TASKS, splits.val.x, splits.val.targets)
+    history = fit(model, TASKS, splits.train, splits.val, epochs=5)
+    expected = sum(history[f"val_loss_{t.name}"] / v0.item() for t, v0 in zip(TASKS, before, strict=True))
+    assert history["val_score"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-6)
+    assert history.attrs["select"] == "normalized"
+    assert history.attrs["best_epoch"] == history.loc[history["val_score"].idxmin(), "epoch"]
+
+
+def test_weighted_selection_uses_the_strategys_weighted_validation_loss(splits):
+    history = fit(
+        _model(), TASKS, splits.train, splits.val, strategy=StaticWeights([0.9, 0.1]), epochs=40, lr=0.05,
+        select="weighted",
+    )
+    assert history.attrs["best_epoch"] == history.loc[history["val_total"].idxmin(), "epoch"]
+
+
+def test_unknown_selection_is_refused(splits):
+    with pytest.raises(ValueError, match="select"):
+        fit(_model(), TASKS, splits.train, splits.val, epochs=1, select="val_total")
+
+
+def test_fit_resets_the_strategy_at_the_start_of_each_run(splits):
+    class Counting(StaticWeights):
+        resets = 0
+
+        def reset(self):
+            Counting.resets += 1
+
+    strategy = Counting([0.5, 0.5])
+    fit(_model(), TASKS, splits.train, epochs=1, strategy=strategy)
+    fit(_model(), TASKS, splits.train, epochs=1, strategy=strategy)
+    assert Counting.resets == 2

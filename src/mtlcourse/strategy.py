@@ -45,6 +45,11 @@ class Strategy:
     def end_epoch(self, record: Mapping[str, float]) -> None:
         """Called by ``fit`` with the epoch's history row, once the validation metrics are in."""
 
+    def reset(self) -> None:
+        """Forget what earlier steps taught the strategy (running statistics, random state, learned
+        weights); ``fit`` calls it at the start of every run, so two runs in a row give the same result.
+        """
+
 
 class JacobianDescent(Strategy):
     r"""Jacobian descent on the shared parameters: :math:`\nabla_\theta \leftarrow A(J)`.
@@ -76,6 +81,11 @@ class JacobianDescent(Strategy):
         if weights is None:  # a plain callable J -> d (e.g. a torchjd aggregator) exposes no weights
             return torch.full((len(losses),), float("nan"))
         return weights.detach()
+
+    def reset(self) -> None:
+        """Reset a stateful aggregator (one with a ``reset()`` method, e.g. Nash-MTL, GradVac)."""
+        if callable(reset := getattr(self.aggregator, "reset", None)):
+            reset()
 
     def __repr__(self) -> str:
         return f"JacobianDescent({self.aggregator!r})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -17,6 +18,8 @@ from mtlcourse.tasks import Task
 from mtlcourse.weighting import equal_weights
 
 OptimizerFactory = Callable[[list[dict]], torch.optim.Optimizer]
+Selection = Literal["normalized", "weighted"]
+SELECTIONS = ("normalized", "weighted")
 
 
 def _check_tasks(model: MultiTaskModel, tasks: Sequence[Task], *datasets: TaskData | None) -> None:
@@ -91,11 +94,12 @@ def fit(
     batch_size: int | None = None,
     clip_grad_norm: float | None = None,
     patience: int | None = None,
+    select: Selection = "normalized",
     log_epochs: Iterable[int] = (),
     progress: bool | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Train ``model`` on all ``tasks`` at once and return its history.
+    r"""Train ``model`` on all ``tasks`` at once and return its history.
 
     Each step computes every task's mean loss on the batch and hands the vector of losses to
     ``strategy``, which fills ``.grad``; then the gradient is clipped (optional) and the optimiser steps.
@@ -124,8 +128,15 @@ def fit(
     clip_grad_norm
         If given, clip the global gradient norm of the model's parameters to this value.
     patience
-        Early stopping: stop once ``val_total`` has not improved for this many epochs, and restore the
-        weights of the best epoch. Needs ``val``.
+        Early stopping: stop once the selection score (see ``select``) has not improved for this many
+        epochs, and restore the weights of the best epoch. Needs ``val``.
+    select
+        Which validation number picks the best epoch (``attrs["best_epoch"]``, early stopping).
+        ``"normalized"`` (default): :math:`\sum_i L_i^{val} / L_i^{val}(0)`, each task's validation loss
+        divided by its value before training — one fixed criterion whatever the strategy, so that
+        methods are compared at epochs chosen the same way. ``"weighted"``: ``val_total``, the
+        validation losses weighted by the strategy's *current* weights; it moves with those weights,
+        so two strategies are then selected by different yardsticks.
     log_epochs
         Epochs after which to print one summary line (rounded, so stored notebook outputs are stable).
     progress
@@ -140,15 +151,19 @@ def fit(
         One row per epoch: ``train_loss_<task>``, ``train_total`` (the weighted sum that was
         optimised), ``weight_<task>`` (mean over the epoch's steps), and with ``val``:
         ``val_loss_<task>``, ``val_total``, ``val_acc_<task>`` for classification tasks and
-        ``val_r2_<task>`` (coefficient of determination) for regression tasks.
-        ``history.attrs["best_epoch"]`` is the epoch with the lowest ``val_total`` (with ``val``).
+        ``val_r2_<task>`` (coefficient of determination) for regression tasks, and ``val_score``
+        (the normalised sum above). ``history.attrs["best_epoch"]`` is the epoch with the lowest
+        selection score, ``history.attrs["select"]`` names it (with ``val``).
     """
     _check_tasks(model, tasks, train, val)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if patience is not None and val is None:
         raise ValueError("early stopping (patience) needs validation data")
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     strategy = strategy if strategy is not None else equal_weights(len(tasks))
+    strategy.reset()
     device = next(model.parameters()).device
     train = train.to(device)
     val = val.to(device) if val is not None else None
@@ -163,7 +178,13 @@ def fit(
     log_epochs = set(log_epochs)
     show = sys.stderr.isatty() if progress is None else progress
     rows: list[dict] = []
-    best_total, best_state, since_best = float("inf"), None, 0
+    best_score, best_state, since_best = float("inf"), None, 0
+    score_column = "val_score" if select == "normalized" else "val_total"
+    if val is not None:
+        initial_val_losses = _validate(model, tasks, val, torch.zeros(len(tasks), dtype=torch.float64))
+        initial = [initial_val_losses[f"val_loss_{t.name}"] for t in tasks]
+        if not all(v > 0 and v < float("inf") for v in initial):
+            raise ValueError(f"selection needs positive, finite validation losses before training, got {initial}")
 
     model.train()
     for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not show, leave=False):
@@ -195,14 +216,16 @@ def fit(
         row |= {f"weight_{t.name}": v.item() for t, v in zip(tasks, sum_weights / steps, strict=True)}
         if val is not None:
             row |= _validate(model, tasks, val, weights)
+            normalised = (row[f"val_loss_{t.name}"] / v0 for t, v0 in zip(tasks, initial, strict=True))
+            row["val_score"] = sum(normalised)
         rows.append(row)
         strategy.end_epoch(row)
         if epoch in log_epochs:
             print(_log_line(row, tasks))
 
         if val is not None:
-            if row["val_total"] < best_total:
-                best_total, since_best = row["val_total"], 0
+            if row[score_column] < best_score:
+                best_score, since_best = row[score_column], 0
                 if patience is not None:
                     best_state = copy.deepcopy(model.state_dict())
             else:
@@ -214,5 +237,6 @@ def fit(
         model.load_state_dict(best_state)
     history = pd.DataFrame(rows)
     if val is not None:
-        history.attrs["best_epoch"] = int(history.loc[history["val_total"].idxmin(), "epoch"])
+        history.attrs["best_epoch"] = int(history.loc[history[score_column].idxmin(), "epoch"])
+        history.attrs["select"] = select
     return history
