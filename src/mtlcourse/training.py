@@ -184,7 +184,7 @@ def fit(
         initial_val_losses = _validate(model, tasks, val, torch.zeros(len(tasks), dtype=torch.float64))
         initial = [initial_val_losses[f"val_loss_{t.name}"] for t in tasks]
         if not all(v > 0 and v < float("inf") for v in initial):
-            raise ValueError(f"selection needs positive, finite validation losses at the start, got {initial}")
+            raise ValueError(f"selection needs positive, finite validation losses to start, got {initial}")
 
     model.train()
     for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not show, leave=False):
