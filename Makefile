@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 JB_STRICT := -W -n --keep-going
+# The same CPU kernels wherever chapters run (see the file): these override the caller's environment.
+CPU_PINS := $(shell sed -n 's/^\([A-Z_]*\) = \(.*\)/\1="\2"/p' scripts/cpu.env)
 
 .PHONY: book test lint unit notebooks linkcheck browser execute env clean
 
@@ -37,10 +39,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/browser
 
-# One CPU thread: the chapters' models are small, a single thread is as fast, and it keeps the
-# stored numbers independent of the machine's core count and of other load on it.
+# One CPU thread and AVX2 kernels (scripts/cpu.env): the stored numbers must not depend on the
+# machine's core count, its load or its CPU generation.
 notebooks: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
+	env $(CPU_PINS) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters
 
 # Every local link and cross-reference; external ones too with CHECK_EXTERNAL_LINKS=1 (needs a network).
@@ -55,7 +57,7 @@ test: lint unit notebooks linkcheck browser
 
 # Re-run chapters and store their outputs, timings and versions: make execute [NB=chapters/0X_....ipynb]
 execute: $(STAMP)
-	$(BIN)/python scripts/execute_chapters.py $(NB)
+	env $(CPU_PINS) $(BIN)/python scripts/execute_chapters.py $(NB)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -25,6 +25,19 @@ from nbclient import NotebookClient
 PACKAGES = ["mtlcourse", "torch", "numpy", "pandas", "scikit-learn", "matplotlib", "seaborn", "torchjd"]
 
 
+CPU_ENV = Path(__file__).with_name("cpu.env")
+
+
+def cpu_pins() -> dict[str, str]:
+    """The kernel choices of ``scripts/cpu.env`` (``NAME = value`` lines), which the Makefile pins too."""
+    pins = {}
+    for line in CPU_ENV.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, value = (part.strip() for part in line.split("=", 1))
+            pins[name] = value
+    return pins
+
+
 def installed_versions() -> dict[str, str]:
     """Python's version and each of ``PACKAGES`` that is installed."""
     found = {"python": platform.python_version()}
@@ -67,6 +80,7 @@ def execute(path: Path, timeout: int = 600) -> float:
         "executed_with": installed_versions(),
         "executed_at": started.isoformat(timespec="seconds"),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cpu_pins": {name: os.environ.get(name) for name in cpu_pins()},
     }
     nbformat.write(notebook, path)
     return (datetime.now(timezone.utc) - started).total_seconds()
@@ -76,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every chapters/*.ipynb")
     notebooks = parser.parse_args().notebooks or sorted(Path("chapters").glob("*.ipynb"))
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the kernel: the same setting as `make test`
+    os.environ.update(cpu_pins())  # inherited by the kernel: the same settings as `make test`
     for path in notebooks:
         seconds = execute(path)
         print(f"{path}: {seconds:.1f} s", file=sys.stderr)

@@ -155,5 +155,18 @@ def test_stored_outputs_were_made_with_the_installed_versions(path: Path):
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_stored_run_kept_within_the_time_budget(path: Path):
+    """120 s per chapter in a fresh kernel on one thread; the capstone benchmark may take 300 s."""
     _, seconds = _run_info(path)
-    assert 0 < seconds <= 60, f"{path.name} ran for {seconds:.0f} s; the budget is 60 s per chapter"
+    budget = 300 if "benchmark" in path.stem else 120
+    assert 0 < seconds <= budget, f"{path.name} ran for {seconds:.0f} s; its budget is {budget} s"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_stored_run_pinned_the_cpu_kernels(path: Path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from execute_chapters import cpu_pins
+
+    info, _ = _run_info(path)
+    assert info.get("cpu_pins") == cpu_pins(), f"re-run {path.name} with make execute (see scripts/cpu.env)"
