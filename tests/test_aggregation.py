@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mtlcourse.aggregation import MGDA, Aggregator, CAGrad, Mean, PCGrad, UPGrad
+from mtlcourse.aggregation.base import GramianWeightedAggregator
 
 ALL = [Mean(), PCGrad(), MGDA(), UPGrad(), CAGrad()]
 ALL_IDS = [repr(a) for a in ALL]
@@ -118,6 +119,33 @@ def test_direction_is_weights_times_jacobian_with_input_dtype(aggregator, dtype)
     assert d.shape == (7,) and d.dtype == dtype and d.device == J.device
     assert w.shape == (4,) and w.dtype == dtype
     torch.testing.assert_close(d, w @ J)
+
+
+@pytest.mark.parametrize("aggregator", ALL, ids=ALL_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_weights_from_the_gramian_equal_weights_from_the_jacobian(aggregator, dtype):
+    J = make_jacobian("conflicting", 5, 9, dtype)
+    torch.manual_seed(0)  # PCGrad draws its task orders from the global RNG
+    w = aggregator.weights(J)
+    torch.manual_seed(0)
+    w_gramian = aggregator.weights_from_gramian(J.double() @ J.double().T)
+    assert isinstance(aggregator, GramianWeightedAggregator)
+    assert w_gramian.dtype == torch.float64 and not w_gramian.requires_grad
+    torch.testing.assert_close(w_gramian.to(dtype), w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("aggregator", ALL, ids=ALL_IDS)
+@pytest.mark.parametrize(
+    ("G", "error", "match"),
+    [
+        pytest.param(torch.ones(2, 3), ValueError, "square", id="not-square"),
+        pytest.param(torch.ones(2, 2, dtype=torch.int64), TypeError, "floating", id="int"),
+        pytest.param(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), ValueError, "non-finite", id="nan"),
+    ],
+)
+def test_bad_gramian_is_rejected_with_a_clear_message(aggregator, G, error, match):
+    with pytest.raises(error, match=match):
+        aggregator.weights_from_gramian(G)
 
 
 def test_repr_names_the_method_and_its_parameters():

@@ -8,24 +8,8 @@ microseconds, is exact in a finite number of steps, and needs no QP library.
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
-
-from .base import NON_FINITE
 
 _TOL = 1e-13  # optimality tolerance on a problem whose Gramian has entries of order 1
-
-
-def gramian64(J: Tensor) -> np.ndarray:
-    """``J Jᵀ`` computed in ``J``'s dtype and device (the O(m²n) part), returned as a float64 numpy array.
-
-    Raises ``ValueError`` if it is not finite, i.e. if ``J`` has a NaN or infinite entry (or overflows).
-    """
-    J = J.detach()
-    G = (J @ J.T).to(device="cpu", dtype=torch.float64).numpy()
-    if not np.isfinite(G).all():
-        raise ValueError(NON_FINITE)
-    return G
 
 
 def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:

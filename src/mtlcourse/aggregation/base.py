@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
+import numpy as np
+import torch
 from torch import Tensor
 
 NON_FINITE = "J has non-finite entries (NaN or inf), or entries so large that the computation overflows."
@@ -56,3 +58,51 @@ class Aggregator(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def gramian64(J: Tensor) -> Tensor:
+    """``J Jᵀ`` of shape ``(m, m)``, computed in float64 from a float64 copy of ``J`` on ``J``'s device.
+
+    Raises ``ValueError`` if it is not finite, i.e. if ``J`` has a NaN or infinite entry (or overflows).
+    """
+    J = J.detach().to(torch.float64)
+    G = J @ J.T
+    if not math.isfinite(G.sum().item()):
+        raise ValueError(NON_FINITE)
+    return G
+
+
+class GramianWeightedAggregator(Aggregator):
+    r"""An aggregator whose weights depend on :math:`J` only through its Gramian :math:`G = J J^\top`.
+
+    This is torchjd's split into a *weighting* :math:`G \mapsto w` and the aggregation
+    :math:`d = J^\top w`: subclasses implement :meth:`weights_from_gramian`, which can then be called on a
+    Gramian obtained without ever forming :math:`J`. :meth:`weights` forms :math:`G` in float64 (from a
+    float64 copy of :math:`J`, whatever its dtype) and calls it.
+    """
+
+    def weights(self, J: Tensor) -> Tensor:
+        """Weights ``weights_from_gramian(J Jᵀ)``, the Gramian formed in float64; ``J``'s dtype and device."""
+        return self.weights_from_gramian(gramian64(J)).to(dtype=J.dtype, device=J.device)
+
+    @abstractmethod
+    def weights_from_gramian(self, G: Tensor) -> Tensor:
+        """Weights of shape ``(m,)`` for a positive semi-definite Gramian ``G`` of shape ``(m, m)``.
+
+        ``G`` may have any floating-point dtype and device; the computation is done in float64 and the
+        weights are returned in ``G``'s dtype and on its device, without an autograd graph.
+        """
+
+
+def gramian_to_numpy(G: Tensor) -> np.ndarray:
+    """Check that ``G`` is a finite square floating-point matrix and return it as a float64 numpy array."""
+    if not isinstance(G, Tensor):
+        raise TypeError(f"G must be a torch.Tensor of shape (m, m), got {type(G).__name__}.")
+    if G.ndim != 2 or G.shape[0] != G.shape[1] or G.shape[0] == 0:
+        raise ValueError(f"G must be a square (m, m) matrix with m >= 1, got shape {tuple(G.shape)}.")
+    if not G.is_floating_point():
+        raise TypeError(f"G must have a floating-point dtype, got {G.dtype}.")
+    G = G.detach().to(device="cpu", dtype=torch.float64).numpy()
+    if not np.isfinite(G).all():
+        raise ValueError("G has non-finite entries (NaN or inf).")
+    return G

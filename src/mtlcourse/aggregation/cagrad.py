@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._qp import gramian64, min_norm_simplex, nonnegative_qp, solve_symmetric
-from .base import Aggregator
+from ._qp import min_norm_simplex, nonnegative_qp, solve_symmetric
+from .base import GramianWeightedAggregator, gramian_to_numpy
 
 
-class CAGrad(Aggregator):
+class CAGrad(GramianWeightedAggregator):
     r"""Conflict-Averse Gradient descent.
 
     With :math:`g_0 = \frac1m \sum_i g_i` and radius :math:`\rho = c \lVert g_0 \rVert`, CAGrad maximises the
@@ -64,14 +64,15 @@ class CAGrad(Aggregator):
     def __repr__(self) -> str:
         return f"CAGrad(c={self.c})"
 
-    def weights(self, J: Tensor) -> Tensor:
-        G = gramian64(J)
+    def weights_from_gramian(self, G: Tensor) -> Tensor:
+        dtype, device = G.dtype, G.device
+        G = gramian_to_numpy(G)
         m = G.shape[0]
         mean = np.full(m, 1.0 / m)
         trace = G.trace()
         if trace > 0.0:
             mean = mean + _ball_step(G / trace, mean, self.c)
-        return torch.as_tensor(mean, dtype=J.dtype, device=J.device)
+        return torch.as_tensor(mean, dtype=dtype, device=device)
 
 
 def _ball_step(G: np.ndarray, mean: np.ndarray, c: float) -> np.ndarray:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._qp import gramian64, min_norm_simplex
-from .base import Aggregator
+from ._qp import min_norm_simplex
+from .base import GramianWeightedAggregator, gramian_to_numpy
 
 
-class MGDA(Aggregator):
+class MGDA(GramianWeightedAggregator):
     r"""Multiple-Gradient Descent Algorithm: the common descent direction of minimum norm.
 
     .. math::
@@ -41,10 +41,10 @@ class MGDA(Aggregator):
     https://arxiv.org/abs/1810.04650
     """
 
-    def weights(self, J: Tensor) -> Tensor:
-        G = gramian64(J)
-        scale = G.diagonal().max()
-        m = G.shape[0]
+    def weights_from_gramian(self, G: Tensor) -> Tensor:
+        G64 = gramian_to_numpy(G)
+        scale = G64.diagonal().max()
+        m = G64.shape[0]
         if scale <= 0.0:  # all rows are zero: every weighting gives d = 0
-            return torch.full((m,), 1.0 / m, dtype=J.dtype, device=J.device)
-        return torch.as_tensor(min_norm_simplex(G / scale), dtype=J.dtype, device=J.device)
+            return torch.full((m,), 1.0 / m, dtype=G.dtype, device=G.device)
+        return torch.as_tensor(min_norm_simplex(G64 / scale), dtype=G.dtype, device=G.device)

@@ -6,11 +6,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._qp import gramian64
-from .base import Aggregator
+from .base import GramianWeightedAggregator, gramian_to_numpy
 
 
-class PCGrad(Aggregator):
+class PCGrad(GramianWeightedAggregator):
     r"""Projecting Conflicting Gradients, Algorithm 1 of Yu et al. (2020).
 
     For each task :math:`i`, start from :math:`g_i^{PC} = g_i` and visit the other tasks :math:`j` in a
@@ -48,8 +47,9 @@ class PCGrad(Aggregator):
     def __init__(self, generator: torch.Generator | None = None) -> None:
         self.generator = generator
 
-    def weights(self, J: Tensor) -> Tensor:
-        G = gramian64(J)
+    def weights_from_gramian(self, G: Tensor) -> Tensor:
+        dtype, device = G.dtype, G.device
+        G = gramian_to_numpy(G)
         m = G.shape[0]
         weights = np.zeros(m)
         for i in range(m):
@@ -60,4 +60,4 @@ class PCGrad(Aggregator):
                 if j != i and inner < 0.0:
                     projected[j] -= inner / G[j, j]
             weights += projected
-        return torch.as_tensor(weights, dtype=J.dtype, device=J.device)
+        return torch.as_tensor(weights, dtype=dtype, device=device)

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._qp import gramian64, nonnegative_qp
-from .base import Aggregator
+from ._qp import nonnegative_qp
+from .base import GramianWeightedAggregator, gramian_to_numpy
 
 
-class UPGrad(Aggregator):
+class UPGrad(GramianWeightedAggregator):
     r"""Unconflicting Projection of Gradients, the aggregator of Jacobian descent.
 
     Each row is projected onto the dual cone of the rows, :math:`C = \{u : J u \ge 0\}` (the directions
@@ -51,8 +51,9 @@ class UPGrad(Aggregator):
     https://arxiv.org/abs/2406.16232
     """
 
-    def weights(self, J: Tensor) -> Tensor:
-        G = gramian64(J)
+    def weights_from_gramian(self, G: Tensor) -> Tensor:
+        dtype, device = G.dtype, G.device
+        G = gramian_to_numpy(G)
         norms = np.sqrt(G.diagonal())
         scale = np.where(norms > 0.0, norms, 1.0)
         correlation = G / np.outer(scale, scale)
@@ -60,4 +61,4 @@ class UPGrad(Aggregator):
         V = nonnegative_qp(correlation, correlation, guess=correlation < 0)
         V[np.diag_indices_from(V)] += 1.0
         V *= scale[:, None] / scale[None, :]  # undo the row scaling: v_i = ||g_i|| D v
-        return torch.as_tensor(V.mean(axis=0), dtype=J.dtype, device=J.device)
+        return torch.as_tensor(V.mean(axis=0), dtype=dtype, device=device)
