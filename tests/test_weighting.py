@@ -1,5 +1,6 @@
 import math
 
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from mtlcourse.weighting import (
     DWA,
     InitialLossNormalisation,
     InverseAccuracy,
+    RandomWeighting,
     StaticWeights,
     UncertaintyWeighting,
     equal_weights,
@@ -452,3 +454,108 @@ def test_reprs_name_the_parameters():
     assert repr(strategy) == "InitialLossNormalisation(initial_losses=None)"
     strategy.weights(torch.tensor([2.0, 0.5]), r_post_model())
     assert repr(strategy) == "InitialLossNormalisation(initial_losses=[2.0, 0.5])"
+
+
+# --- reset(): a strategy object can serve several runs -----------------------------------------------
+
+
+def _fit_on(strategy, seed, epochs=4, **kwargs):
+    torch.manual_seed(seed)
+    splits = regression_classification(n=120, seed=seed)
+    return fit(r_post_model(), TASKS, splits.train, splits.val, strategy=strategy, epochs=epochs, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [InitialLossNormalisation, InverseAccuracy, lambda: UncertaintyWeighting(2), DWA, RandomWeighting],
+    ids=["InitialLossNormalisation", "InverseAccuracy", "UncertaintyWeighting", "DWA", "RandomWeighting"],
+)
+def test_a_run_after_another_run_repeats_a_fresh_strategy_s_history(make):
+    fresh = _fit_on(make(), seed=0, batch_size=40)
+    strategy = make()
+    _fit_on(strategy, seed=1, batch_size=40)  # a different run first: different losses, scores, weights
+    again = _fit_on(strategy, seed=0, batch_size=40)
+    pd.testing.assert_frame_equal(again, fresh, check_exact=True)
+
+
+def test_reset_forgets_what_each_strategy_recorded():
+    model = r_post_model()
+    ilm = InitialLossNormalisation()
+    ilm.weights(torch.tensor([2.0, 4.0]), model)
+    ilm.reset()
+    torch.testing.assert_close(ilm.weights(torch.tensor([0.5, 0.25]), model), torch.tensor([2.0, 4.0]))
+    record = {"train_loss_regression": 1.0, "train_loss_classification": 2.0}
+    inverse, dwa = InverseAccuracy(), DWA()
+    inverse.end_epoch({"val_r2_regression": 0.2, "val_acc_classification": 0.9})
+    dwa.end_epoch(record)
+    dwa.end_epoch({**record, "train_loss_regression": 0.1})
+    for strategy in (inverse, dwa):
+        assert strategy.weights(torch.zeros(2), model).tolist() != [1.0, 1.0]
+        strategy.reset()
+        assert strategy.weights(torch.zeros(2), model).tolist() == [1.0, 1.0]
+
+
+def test_uncertainty_reset_restores_init_in_the_same_parameter():
+    strategy = UncertaintyWeighting(3, init=0.4)
+    parameter = strategy.log_variances
+    opt = torch.optim.SGD(strategy.parameters(), lr=0.5)
+    strategy.loss(torch.tensor([0.1, 1.0, 9.0])).backward()
+    opt.step()
+    assert not torch.equal(parameter.detach(), torch.full((3,), 0.4))
+    strategy.reset()
+    assert strategy.log_variances is parameter and parameter.grad is None
+    torch.testing.assert_close(parameter.detach(), torch.full((3,), 0.4))
+
+
+# --- RandomWeighting ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_random_weighting_equals_torchjd_random_with_the_same_seed(dtype):
+    scalarization = pytest.importorskip("torchjd.scalarization")
+    ours, theirs, model = RandomWeighting(seed=7), scalarization.Random(), r_post_model()
+    data = torch.Generator().manual_seed(99)  # the losses must not draw from the global generator
+    torch.manual_seed(7)
+    for _ in range(20):
+        losses = torch.rand(3, dtype=dtype, generator=data).requires_grad_()
+        (w_theirs,) = torch.autograd.grad(theirs(losses), losses)  # d(sum w_i L_i)/dL = w
+        torch.testing.assert_close(ours.weights(losses.detach(), model), w_theirs, rtol=1e-6, atol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), m=st.integers(1, 12))
+def test_random_weights_are_positive_and_sum_to_one(seed, m):
+    strategy = RandomWeighting(seed)
+    for _ in range(5):
+        w = strategy.weights(torch.zeros(m, dtype=torch.float64), r_post_model())
+        assert w.shape == (m,) and (w > 0).all()
+        assert w.sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_random_weights_average_to_one_over_m_and_ignore_the_global_random_state():
+    strategy, model = RandomWeighting(seed=3), r_post_model()
+    torch.manual_seed(0)
+    draws = torch.stack([strategy.weights(torch.zeros(4), model) for _ in range(4000)])
+    # exchangeable weights on the simplex: the mean is 1/m; 4000 draws put it within ~1e-2 (std ~0.2/63)
+    torch.testing.assert_close(draws.mean(0), torch.full((4,), 0.25), atol=0.02, rtol=0)
+    strategy.reset()
+    torch.manual_seed(12345)  # the global generator does not matter
+    torch.testing.assert_close(strategy.weights(torch.zeros(4), model), draws[0])
+
+
+def test_random_weighting_backpropagates_the_weighted_sum_it_reports():
+    torch.manual_seed(0)
+    model = r_post_model()
+    losses, features = _losses_of(model)
+    w = RandomWeighting(seed=1).weights(losses, model)
+    expected = torch.autograd.grad(w @ losses, list(model.parameters()), retain_graph=True)
+    reported = RandomWeighting(seed=1).backward(losses, model, features)
+    torch.testing.assert_close(reported, w)
+    for p, g in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("seed", [1.5, "0", True])
+def test_random_weighting_refuses_a_seed_that_is_not_an_int(seed):
+    with pytest.raises(TypeError, match="seed must be an int"):
+        RandomWeighting(seed)

@@ -1,8 +1,10 @@
 """Loss weighting: how m task losses are turned into the one number that ``backward()`` sees.
 
 Static weights, the initial-loss normalisation, inverse validation accuracy, uncertainty weighting
-(Kendall et al. 2018) and Dynamic Weight Average (Liu et al. 2019). Each one returns from
-``backward`` the weights :math:`w_i` that multiplied the task losses on that step.
+(Kendall et al. 2018), Dynamic Weight Average (Liu et al. 2019) and random loss weighting (Lin et al.
+2022). Each one returns from ``backward`` the weights :math:`w_i` that multiplied the task losses on
+that step. The stateful ones forget what they learned in :meth:`~mtlcourse.strategy.Strategy.reset`,
+which ``fit`` calls at the start of every run.
 """
 
 from __future__ import annotations
@@ -94,12 +96,12 @@ class InitialLossNormalisation(LossWeighting):
     r"""Divide each loss by its value on the first step: :math:`L = \sum_i L_i / L_i(0)`.
 
     The weights are :math:`w_i = 1 / L_i(0)`, where :math:`L_i(0)` is task :math:`i`'s (detached)
-    loss on the first step this strategy sees (with mini-batches: on the first batch; a new
-    instance is needed for a new training run). Every task then starts at a weighted loss of 1, so a
-    task whose loss is large only because of its units (a squared error in square metres against a
-    cross-entropy in nats) no longer dominates. This is the normalisation that GradNorm (Chen et al.
-    2018, ICML) uses for its loss ratios :math:`\tilde L_i(t) = L_i(t) / L_i(0)`, here without
-    GradNorm's learned weights.
+    loss on the first step this strategy sees since it was created or :meth:`reset` (with
+    mini-batches: on the first batch; ``fit`` resets it at the start of every run). Every task then
+    starts at a weighted loss of 1, so a task whose loss is large only because of its units (a squared
+    error in square metres against a cross-entropy in nats) no longer dominates. This is the
+    normalisation that GradNorm (Chen et al. 2018, ICML) uses for its loss ratios
+    :math:`\tilde L_i(t) = L_i(t) / L_i(0)`, here without GradNorm's learned weights.
 
     The returned weights are :math:`1 / L_i(0)`, the same on every step. They do not sum to a fixed
     number: their scale is the inverse scale of the initial losses.
@@ -126,6 +128,10 @@ class InitialLossNormalisation(LossWeighting):
         if len(self.initial_losses) != len(losses):
             raise ValueError(f"{len(self.initial_losses)} initial losses are known, got {len(losses)} losses")
         return 1.0 / self.initial_losses
+
+    def reset(self) -> None:
+        """Forget the initial losses: the next step's losses become the new denominators."""
+        self.initial_losses = None
 
     def __repr__(self) -> str:
         known = None if self.initial_losses is None else self.initial_losses.tolist()
@@ -201,6 +207,10 @@ class InverseAccuracy(LossWeighting):
         inverse = 1.0 / _in_model_order(self.scores, model, "validation scores")
         return len(inverse) * inverse / inverse.sum()
 
+    def reset(self) -> None:
+        """Forget the validation scores: every weight is 1 again until the next :meth:`end_epoch`."""
+        self.scores = None
+
     def __repr__(self) -> str:
         return f"InverseAccuracy(floor={self.floor})"
 
@@ -255,6 +265,12 @@ class UncertaintyWeighting(LossWeighting):
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.log_variances]
+
+    def reset(self) -> None:
+        """Put every log-variance back to ``init`` (in place: the parameter object stays the same)."""
+        with torch.no_grad():
+            self.log_variances.fill_(self.init)
+        self.log_variances.grad = None
 
     def loss(self, losses: torch.Tensor) -> torch.Tensor:
         r"""The combined loss :math:`\sum_i \frac12 e^{-s_i} L_i + \frac12 s_i` (differentiable)."""
@@ -333,5 +349,55 @@ class DWA(LossWeighting):
         older, newer = (_in_model_order(e, model, "epoch losses") for e in self.epoch_losses)
         return len(newer) * torch.softmax(newer / older / self.temperature, dim=0)
 
+    def reset(self) -> None:
+        """Forget the recorded epoch losses: the next two epochs use weight 1 again."""
+        self.epoch_losses = []
+
     def __repr__(self) -> str:
         return f"DWA(temperature={self.temperature})"
+
+
+class RandomWeighting(LossWeighting):
+    r"""Random loss weighting (RLW): fresh random weights on the simplex at every step.
+
+    Lin, Ye, Xu, Shi, Zhang & Kwok (2022), "Reasonable Effectiveness of Random Weighting: A Litmus Test
+    for Multi-Task Learning", TMLR (Algorithm 2, https://arxiv.org/abs/2111.10603). Each step draws
+    :math:`\lambda \sim \mathcal N(0, I_m)` and backpropagates
+
+    .. math::
+        L = \sum_i w_i L_i, \qquad w = \operatorname{softmax}(\lambda),
+
+    so the weights are positive and sum to 1. In expectation every task gets the same weight
+    :math:`1/m`; the paper's point is that this baseline is hard to beat, which makes it a litmus test for
+    any method that claims to balance tasks.
+
+    The draws come from this strategy's own ``torch.Generator`` seeded with ``seed`` (on the CPU, in the
+    losses' dtype, then moved to their device), not from the global random state: the weights do not
+    depend on what else draws random numbers, and :meth:`reset` (called by ``fit`` at the start of every
+    run) re-seeds it, so two runs see the same sequence of weights. With the same seed, the sequence equals
+    that of ``torchjd.scalarization.Random`` (0.18) and LibMTL's ``RLW`` after ``torch.manual_seed(seed)``
+    on the CPU, which draw from the global generator.
+
+    Parameters
+    ----------
+    seed
+        Seed of the weights' generator.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+        dtype = losses.dtype if losses.is_floating_point() else torch.get_default_dtype()
+        draw = torch.randn(len(losses), generator=self.generator, dtype=dtype)
+        return torch.softmax(draw, dim=0).to(losses.device)
+
+    def reset(self) -> None:
+        """Re-seed the generator: the next steps see the same weights as a fresh instance."""
+        self.generator.manual_seed(self.seed)
+
+    def __repr__(self) -> str:
+        return f"RandomWeighting(seed={self.seed})"
