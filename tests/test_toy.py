@@ -227,14 +227,16 @@ def test_batched_adam_is_torch_adam_on_every_row():
         torch.testing.assert_close(x[s], param.detach(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("eps", [None, 1e-3])
 @pytest.mark.parametrize("fast", [True, False])
-def test_adam_trajectory_matches_a_torch_adam_loop_on_the_mean_loss(fast):
+def test_adam_trajectory_matches_a_torch_adam_loop_on_the_mean_loss(fast, eps):
     problem, steps = PCGradToy(), 150
+    options = {} if eps is None else {"eps": eps}  # None: both use their defaults
     run = trajectories(
-        problem, Mean(), problem.starts(), steps=steps, lr=problem.LR, optimizer="adam", fast=fast
+        problem, Mean(), problem.starts(), steps=steps, lr=problem.LR, optimizer="adam", fast=fast, **options
     )
     param = torch.nn.Parameter(problem.starts()[0].clone())
-    reference = torch.optim.Adam([param], lr=problem.LR)
+    reference = torch.optim.Adam([param], lr=problem.LR, **options)
     for t in range(steps):
         torch.testing.assert_close(run.points[0, t], param.detach(), rtol=0, atol=1e-12)
         reference.zero_grad()
@@ -359,6 +361,19 @@ def test_scalar_engine_is_the_generic_path_with_sgd(aggregator):
     assert_same_runs(fast, trajectories(problem, aggregator, starts, **kwargs, fast=False))
 
 
+@pytest.mark.parametrize("aggregator", [Mean(), PCGrad(), MGDA()], ids=repr)
+@pytest.mark.parametrize("eps", [1e-6, 1e-2])
+def test_scalar_engine_is_the_generic_path_with_another_adam_eps(aggregator, eps):
+    problem = CAGradToy()
+    kwargs = {"steps": 300, "lr": problem.LR, "record_every": 7, "eps": eps}
+    starts = problem.starts()[[0, 1, 3, 4]]
+    fast = trajectories(problem, aggregator, starts, **kwargs, fast=True)
+    assert_same_runs(fast, trajectories(problem, aggregator, starts, **kwargs, fast=False))
+    # eps matters: a different eps gives a different run.
+    other = trajectories(problem, aggregator, starts, **{**kwargs, "eps": 1e-8})
+    assert (other.points[:, -1] - fast.points[:, -1]).abs().max() > 1e-6
+
+
 @pytest.mark.parametrize("aggregator", [MGDA(), CAGrad(0.5)], ids=repr)
 def test_the_symmetric_start_stays_on_the_mirror_line(aggregator):
     # The CAGrad toy is symmetric under x1 -> -x1 with the tasks swapped, so from (0, 0) the iterates stay on
@@ -459,6 +474,8 @@ def test_problem_settings_are_the_papers():
         ([[1.0, 2.0]], {"lr": 0.0}, "lr must be a positive number"),
         ([[1.0, 2.0]], {"lr": float("nan")}, "lr must be a positive number"),
         ([[1.0, 2.0]], {"record_every": 0}, "record_every must be an integer >= 1"),
+        ([[1.0, 2.0]], {"eps": 0.0}, "eps must be a positive number"),
+        ([[1.0, 2.0]], {"eps": float("inf")}, "eps must be a positive number"),
     ],
 )
 def test_bad_trajectory_input_raises_a_clear_value_error(starts, kwargs, match):

@@ -486,13 +486,14 @@ def _scalar_run(
     lr: float,
     adam: bool,
     record_every: int,
+    eps: float = 1e-8,
 ) -> list[list[tuple[float, ...]]]:
     """Run each start in turn on Python floats; return, per start, the rows ``(x1, x2, L1, L2, w1, w2)``.
 
     Same arithmetic as the generic path: the direction is ``w @ J``, and Adam is :class:`BatchedAdam`'s.
     """
     jacobian, losses = problem.jacobian_scalar, problem.losses_scalar  # type: ignore[attr-defined]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    beta1, beta2 = 0.9, 0.999
     last = (steps // record_every) * record_every
     runs = []
     for x1, x2 in starts:
@@ -533,13 +534,15 @@ def trajectories(
     record_every: int = 1,
     dtype: torch.dtype | None = None,
     fast: bool = True,
+    eps: float = 1e-8,
 ) -> Trajectories:
     r"""Jacobian descent on a toy problem from several starts at once.
 
     At every step and for every start, the Jacobian :math:`J \in \mathbb R^{m \times 2}` of the losses is
     aggregated into a direction :math:`d = A(J)`, which the optimiser uses as the gradient:
     :math:`x \leftarrow x - \eta d` (SGD) or an Adam step (:class:`BatchedAdam`, same arithmetic as
-    ``torch.optim.Adam`` with its default betas and eps). The starts never interact.
+    ``torch.optim.Adam`` with its default betas, and its default ``eps`` unless given). The starts never
+    interact.
 
     **Two engines.** The papers' runs are long (250 000 Adam steps for the PCGrad toy, 5 starts × 100 000
     steps for the CAGrad toy) and the notebooks have about a minute in all, but a torch step costs about a
@@ -576,6 +579,11 @@ def trajectories(
     fast : bool, default True
         Use the scalar engine where it applies (``PCGrad`` then draws no random numbers: for two tasks the
         order of the projections does not matter).
+    eps : float, default 1e-8
+        Adam's :math:`\epsilon` (default: ``torch.optim.Adam``'s), positive; ignored by SGD. Where the
+        direction is much smaller than ``eps`` (e.g. near a Pareto-stationary point), Adam's step is about
+        :math:`\eta d / \epsilon`, a plain gradient step; where it is much larger, about :math:`\eta` per
+        coordinate whatever its size.
 
     Returns
     -------
@@ -594,8 +602,10 @@ def trajectories(
         raise ValueError(f"record_every must be an integer >= 1, got {record_every!r}.")
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive number, got {eps!r}.")
     if optimizer == "adam":
-        opt: BatchedAdam | _BatchedSGD = BatchedAdam(lr)
+        opt: BatchedAdam | _BatchedSGD = BatchedAdam(lr, eps=eps)
     elif optimizer == "sgd":
         opt = _BatchedSGD(lr)
     else:
@@ -607,7 +617,7 @@ def trajectories(
     S, T = x.shape[0], steps // record_every + 1
     weigh = _scalar_weights(aggregator) if fast and type(problem) in _SCALAR_PROBLEMS else None
     if weigh is not None:
-        rows = _scalar_run(problem, weigh, x.tolist(), steps, lr, optimizer == "adam", record_every)
+        rows = _scalar_run(problem, weigh, x.tolist(), steps, lr, optimizer == "adam", record_every, eps)
         points, losses, weights = (part.contiguous() for part in torch.tensor(rows, dtype=dtype).split(2, -1))
         return Trajectories(points, losses, weights, torch.arange(T) * record_every)
     with torch.no_grad():
