@@ -17,7 +17,7 @@ from torch import nn
 from mtlcourse.models import MultiTaskModel
 from mtlcourse.weighting import LossWeighting
 
-_OPTIMIZERS = ("adam", "sgd")
+_OPTIMIZERS = ("sgd", "adam")
 
 
 def last_linear_weight(model: MultiTaskModel) -> nn.Parameter:
@@ -62,8 +62,9 @@ class GradNorm(LossWeighting):
        (differentiating *only* with respect to the weights, not the network);
     2. put :math:`\nabla_\theta \sum_i w_i L_i` into the network's ``.grad``, with the weights of this
        step (``fit``'s optimiser then steps the network);
-    3. step the weights on :math:`\nabla_w L_{\mathrm{grad}}`, clamp them at ``min_weight`` and
-       renormalise them so that :math:`\sum_i w_i = T`.
+    3. step the weights on :math:`\nabla_w L_{\mathrm{grad}}` (by default a plain gradient step, as in
+       the paper's Algorithm 1), clamp them at ``min_weight`` and renormalise them so that
+       :math:`\sum_i w_i = T`.
 
     It returns the weights of step 2, the ones the losses were multiplied by.
 
@@ -78,13 +79,16 @@ class GradNorm(LossWeighting):
     each :math:`L_i` down to :math:`W`, keeping the graph) give the :math:`\lVert \nabla_W L_i \rVert`,
     and one ordinary ``backward()`` gives the network's gradient.
 
-    **The weights' optimiser.** The paper updates the weights with the network's optimiser and learning
-    rate. Here they have their own: Adam by default (``optimizer="sgd"`` gives plain gradient descent).
-    The gradient above has the units of the task's loss gradient: with plain gradient descent a task
-    whose loss is 100 times larger gets a weight step 100 times larger (exactly the imbalance GradNorm is
-    meant to remove), and the steps shrink as training proceeds, so its ``lr`` must be tuned to the loss
-    scale. Adam divides by the gradient's running RMS, so each weight moves by about ``lr`` per step
-    whatever the losses' units, and its momentum damps the sign flips of an L1 loss near equilibrium.
+    **The weights' update.** The paper's Algorithm 1 takes a gradient step on :math:`w` and
+    renormalises; that is the default here (``optimizer="sgd"``): :math:`w \leftarrow w - \eta\,
+    \nabla_w L_{\mathrm{grad}}`, then the floor and :math:`w \leftarrow T w / \sum_i w_i`, with
+    :math:`\eta` = ``lr``, the weights' own learning rate. The step has the units of a loss gradient on
+    :math:`W`: a task whose loss is 100 times larger gets a step 100 times larger, and the steps shrink
+    as the losses fall, so ``lr`` must be tuned to the loss scale (too large, and a weight collapses to
+    the floor; see *Collapse*). ``optimizer="adam"`` is a variant, not the paper's: ``torch.optim.Adam``
+    on the weights, which divides by the gradient's running RMS, so each weight moves by about ``lr``
+    per step whatever the losses' units; its momentum carries a weight past its balance (an L1 loss's
+    gradient keeps its full size up to the balance point) and the weights oscillate around it.
     ``fit``'s ``optimizer`` and ``lr`` do not touch the weights: they are a plain tensor, not returned
     by ``model.parameters()``.
 
@@ -122,8 +126,9 @@ class GradNorm(LossWeighting):
         The asymmetry :math:`\alpha \ge 0`. As we read the paper, it uses 0.12 on its synthetic tasks and
         1.5 on NYUv2; LibMTL's default is 1.5.
     lr
-        Learning rate of the weights' own optimiser. The default, 0.01, moves a weight by about 1 % of
-        its initial value per Adam step: from 1 to 0.02 in about 100 steps.
+        The weights' own learning rate :math:`\eta`. With the default update (a plain gradient step) a
+        weight moves by ``lr`` times :math:`\lVert \nabla_W L_i \rVert` per step: tune it to the losses'
+        scale. With ``optimizer="adam"`` a weight moves by about ``lr`` per step.
     total
         :math:`T > 0`, the sum the weights are renormalised to; ``None`` means the number of tasks
         :math:`m` (the paper's choice). The weights start equal, at :math:`T / m` (1 when :math:`T = m`).
@@ -131,8 +136,8 @@ class GradNorm(LossWeighting):
         The shared weight :math:`W` (a parameter of ``model.trunk``, or a module whose ``weight`` it is);
         ``None``: the weight matrix of the last ``nn.Linear`` of ``model.trunk``.
     optimizer
-        ``"adam"`` (default; ``torch.optim.Adam`` with its default betas) or ``"sgd"`` (plain gradient
-        descent, ``w <- w - lr * grad``).
+        ``"sgd"`` (default, the paper's update: plain gradient descent, ``w <- w - lr * grad``) or
+        ``"adam"`` (a variant: ``torch.optim.Adam`` with its default betas).
     min_weight
         Floor applied to the weights after each step, before renormalising (see *Collapse*).
 
@@ -154,8 +159,9 @@ class GradNorm(LossWeighting):
     Notes
     -----
     A task whose loss does not depend on :math:`W` has :math:`G_i = 0`: its target is never reached and
-    its weight only grows. A new instance is needed for a new training run: :math:`L_i(0)`, the weights
-    and the optimiser's state belong to one run. ``fit`` records the weights each step used as
+    its weight only grows. :math:`L_i(0)`, the weights and the optimiser's state belong to one run:
+    :meth:`reset` (which ``fit`` calls at the start of every run) forgets them, so one instance can
+    serve several runs. ``fit`` records the weights each step used as
     ``weight_<task>`` (epoch means).
 
     Raises
@@ -174,7 +180,7 @@ class GradNorm(LossWeighting):
         total: float | None = None,
         layer: torch.Tensor | nn.Module | None = None,
         *,
-        optimizer: Literal["adam", "sgd"] = "adam",
+        optimizer: Literal["sgd", "adam"] = "sgd",
         min_weight: float = 1e-4,
     ) -> None:
         if not (math.isfinite(alpha) and alpha >= 0):
@@ -210,6 +216,18 @@ class GradNorm(LossWeighting):
         self.last_weight_grad: torch.Tensor | None = None
         self._w: torch.Tensor | None = None
         self._opt: torch.optim.Optimizer | None = None
+
+    def reset(self) -> None:
+        """Back to the state before the first step: equal weights :math:`T/m`, no :math:`L_i(0)`, no
+        optimiser state, no diagnostics of a last step."""
+        self.initial_losses = None
+        self.last_grad_norms = None
+        self.last_inverse_rates = None
+        self.last_targets = None
+        self.last_gradnorm_loss = None
+        self.last_weight_grad = None
+        self._w = None
+        self._opt = None
 
     # --- state -------------------------------------------------------------------------------------
 
