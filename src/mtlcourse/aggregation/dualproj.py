@@ -29,7 +29,7 @@ class DualProj(GramianWeightedAggregator):
     projects every row and averages, it projects once, so the result is not the same.
 
     The problem is solved **exactly** by the active-set method of
-    :func:`~mtlcourse.aggregation._qp.nonnegative_qp` in float64, as for UPGrad: since :math:`C` does not
+    ``mtlcourse.aggregation._qp.nonnegative_qp`` in float64, as for UPGrad: since :math:`C` does not
     change when a row is multiplied by a positive number, it is solved on the correlation matrix
     :math:`D G D`, :math:`D = \mathrm{diag}(1/\lVert g_i \rVert)`, for :math:`D^{-1} p` (scaled to a largest
     entry of 1), and mapped back (:math:`w = D \tilde v`). An all-zero row keeps its weight :math:`p_i`.
