@@ -8,7 +8,7 @@ import torch
 
 from mtlcourse.data import regression_classification
 from mtlcourse.models import r_post_model
-from mtlcourse.plots import training_dashboard
+from mtlcourse.plots import plot_total_loss, training_dashboard
 from mtlcourse.tasks import Task
 from mtlcourse.training import fit, predict
 
@@ -32,11 +32,22 @@ def test_dashboard_has_the_six_panels_of_the_post_with_the_two_task_curves(figur
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
 
 
-def test_best_epoch_line_is_at_the_minimum_of_validation_loss(figure):
+def test_best_epoch_line_is_at_the_epoch_fit_selected(figure):
     fig, history = figure
     ax = next(a for a in fig.axes if a.get_title().startswith("Total loss"))
     best_line = next(line for line in ax.get_lines() if line.get_label().startswith("best epoch"))
-    assert best_line.get_xdata()[0] == history.loc[history["val_total"].idxmin(), "epoch"]
+    assert best_line.get_xdata()[0] == history.loc[history["val_score"].idxmin(), "epoch"]
+
+
+def test_best_epoch_line_without_fit_attributes_is_at_the_minimum_of_validation_loss(figure):
+    _, history = figure
+    bare = history.copy()
+    bare.attrs = {}
+    fig, ax = plt.subplots()
+    plot_total_loss(bare, ax)
+    best_line = next(line for line in ax.get_lines() if line.get_label().startswith("best epoch"))
+    assert best_line.get_xdata()[0] == bare.loc[bare["val_total"].idxmin(), "epoch"]
+    plt.close(fig)
 
 
 def test_threshold_and_identity_lines_are_drawn(figure):

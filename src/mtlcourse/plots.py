@@ -24,10 +24,15 @@ def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def plot_total_loss(history: pd.DataFrame, ax: Axes) -> Axes:
-    """Training and validation total loss per epoch, the best validation epoch marked."""
+    """Training and validation total loss per epoch, the best validation epoch marked.
+
+    The best epoch is the one ``fit`` selected (``history.attrs["best_epoch"]``, by its ``select``
+    criterion), which need not be the minimum of the weighted total drawn here; without that
+    attribute, the minimum of ``val_total``.
+    """
     ax.plot(history["epoch"], history["train_total"], label="training", color=SPLIT_COLOURS["train"])
     ax.plot(history["epoch"], history["val_total"], label="validation", color=SPLIT_COLOURS["validation"])
-    best = history.loc[history["val_total"].idxmin(), "epoch"]
+    best = history.attrs.get("best_epoch", history.loc[history["val_total"].idxmin(), "epoch"])
     ax.axvline(best, linestyle="--", color="grey", label=f"best epoch ({best})")
     ax.set(title="Total loss (weighted sum)", xlabel="epoch", ylabel="loss")
     ax.legend()
@@ -56,7 +61,8 @@ def plot_task_losses(history: pd.DataFrame, task: str, ax: Axes) -> Axes:
 
 
 def plot_generalisation_gap(history: pd.DataFrame, ax: Axes) -> Axes:
-    """Training minus validation total loss; below zero, the model does better on unseen data."""
+    """Training minus validation total loss; below zero, the model does worse on unseen data than on
+    the data it was trained on (the usual case), above zero better."""
     ax.plot(history["epoch"], history["train_total"] - history["val_total"], color="#e74c3c")
     ax.axhline(0, linestyle="--", color="grey")
     ax.set(title="Generalisation gap", xlabel="epoch", ylabel="training − validation loss")
