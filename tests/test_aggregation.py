@@ -442,3 +442,59 @@ def test_a_zero_row_among_others_is_harmless(aggregator):
 def test_cagrad_with_c_zero_is_the_mean():
     J = make_jacobian("conflicting", 4)
     torch.testing.assert_close(CAGrad(c=0.0)(J), Mean()(J))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Regressions: the three inputs of issue 13, and the autograd contract
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cagrad_primal_optimum(J: torch.Tensor, c: float) -> float:
+    """Referee: max_{||d - g0|| <= c ||g0||} min_i g_i . d, solved as an SOCP by cvxpy (Clarabel)."""
+    import cvxpy as cp
+
+    A = J.double().numpy()
+    g0 = A.mean(axis=0)
+    d, t = cp.Variable(A.shape[1]), cp.Variable()
+    cp.Problem(cp.Maximize(t), [A @ d >= t, cp.norm(d - g0) <= c * np.linalg.norm(g0)]).solve(
+        solver=cp.CLARABEL
+    )
+    return float(t.value)
+
+
+def test_issue13_cagrad_singular_gramian_reaches_the_primal_optimum():
+    J = torch.tensor([[-1.7, -0.05], [-0.21, -1.5], [-1.03, -0.64]], dtype=torch.float64)
+    d = CAGrad(c=0.5)(J)
+    g0 = J.mean(dim=0)
+    assert (d - g0).norm() <= 0.5 * g0.norm() * (1 + 1e-12)
+    assert (J @ d).min().item() == pytest.approx(cagrad_primal_optimum(J, 0.5), rel=1e-7)
+
+
+def test_issue13_cagrad_c09_stays_inside_its_ball_at_the_optimum():
+    J = torch.randn(5, 3, generator=torch.Generator().manual_seed(1726), dtype=torch.float64)
+    d = CAGrad(c=0.9)(J)
+    g0 = J.mean(dim=0)
+    assert (d - g0).norm() <= 0.9 * g0.norm() * (1 + 1e-12)  # was 2.19 times the radius
+    assert (J @ d).min().item() == pytest.approx(cagrad_primal_optimum(J, 0.9), rel=1e-7)
+
+
+@pytest.mark.parametrize("c", [1.0, 2.0, 10.0])
+def test_issue13_cagrad_float32_rows_cancelling_gives_zero(c):
+    # Dyadic entries: the positive combination g_1 + g_2 + g_3 + g_4 + 2 g_5 is exactly 0 in float32, so
+    # 0 is in the convex hull, no direction improves every task, and the only d in {J d >= 0} is 0.
+    g = torch.Generator().manual_seed(27)
+    R = torch.round(torch.rand(4, 3, generator=g, dtype=torch.float64) * 4096 - 2048) / 1024
+    J = torch.cat([R, -R.sum(dim=0, keepdim=True) / 2]).float()
+    assert (J.double()[:4].sum(dim=0) + 2 * J.double()[4]).abs().max() == 0
+    d = CAGrad(c=c)(J)
+    assert d.norm() <= 1e-6 * J.mean(dim=0).norm()
+    assert (J @ d).min() >= -1e-6 * J.norm(dim=1).max() * J.norm(dim=1).max()
+
+
+@pytest.mark.parametrize("aggregator", ALL, ids=ALL_IDS)
+def test_direction_carries_no_autograd_graph(aggregator):
+    J = torch.ones(3, 5, requires_grad=True)
+    assert aggregator(J).requires_grad is False
+    assert aggregator.weights(J).requires_grad is False
+    J2 = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], requires_grad=True)
+    assert aggregator(J2 * 1.0).requires_grad is False

@@ -1,26 +1,40 @@
-"""Exact solvers for the small m×m quadratic programs behind MGDA, UPGrad and CAGrad.
+"""Exact solvers for the small m×m quadratic programs behind MGDA, UPGrad, CAGrad and DualProj.
 
 Everything here works on a float64 numpy Gramian ``G = J Jᵀ`` (already normalised by the caller), never on
-the Jacobian itself: the problems have m ≤ a few dozen variables, so a Python active-set method costs
-microseconds, is exact in a finite number of steps, and needs no QP library.
+the Jacobian itself: the problems have m ≤ a few dozen variables, so an active-set method costs
+microseconds to milliseconds, is exact in a finite number of steps, and needs no QP library.
+
+Gramians of Jacobians with more tasks than their rank (m > rank J) are singular, and so are many of the
+small systems an active-set method meets on the way. Each such system is solved in the least-squares sense
+with its numerical rank (:func:`solve_psd`), which the steps below are written to handle: a free set whose
+equations are inconsistent is a direction of linear decrease, followed to the boundary.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 _TOL = 1e-13  # optimality tolerance on a problem whose Gramian has entries of order 1
+_RCOND = 1e-14  # eigenvalues below this fraction of the largest are zero (a float64 Gramian's rounding)
+_CONSISTENT = 1e-7  # a relative residual above this marks free-set equations that have no solution
+_PIVOT = 1e-9  # a Cholesky pivot below this fraction of its diagonal entry marks a (nearly) singular system
 
 
 def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
     r"""Solve :math:`\min_{x \ge 0} \tfrac12 x^\top G x + c^\top x` exactly, for every row ``c`` of ``C``.
 
-    Lawson & Hanson's active-set method, run in lockstep on all the problems (they share ``G``) so that each
-    step is one batched numpy call. ``G`` must be positive semi-definite and each problem bounded below (true
-    whenever ``c`` lies in the range of ``G``, or ``G`` is definite on the nonnegative orthant). Each outer
-    step frees the coordinate whose partial derivative is most negative; each inner step solves the
-    stationarity equations on the free set and walks back to the boundary if that solution leaves the
-    orthant. It terminates in finitely many steps with the KKT conditions satisfied to rounding error.
+    A primal active-set method (Lawson & Hanson's, extended to a singular ``G``), run in lockstep on all
+    the problems (they share ``G``) so that each step is one batched call. ``G`` must be positive
+    semi-definite and each problem bounded below (true whenever ``c`` lies in the range of ``G``, or when
+    the nonnegative orthant contains no direction ``p`` with ``G p = 0`` and ``c·p < 0``); an unbounded
+    problem raises ``ValueError``. Each outer step frees the coordinate whose partial derivative is most
+    negative; each inner step minimises over the free set F: if :math:`G_{FF} z_F = -c_F` has a solution,
+    the minimum-norm one is the target, and the iterate walks towards it, stopping at the first coordinate
+    that would turn negative (which leaves F); if it has none, the part of :math:`-c_F` outside the range
+    of :math:`G_{FF}` is a direction of linear decrease, followed until a coordinate reaches 0. The
+    objective never increases, and the method stops with the KKT conditions
+    :math:`x \ge 0`, :math:`Gx + c \ge 0`, :math:`x \cdot (Gx + c) = 0` satisfied to rounding error.
     ``guess`` (boolean, shape of ``C``) is a warm start: a problem whose stationary point on its guessed
     support is positive starts from there, which often leaves nothing to do but check optimality.
     Returns an array of the shape of ``C``.
@@ -32,8 +46,8 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
     done = np.zeros(k, dtype=bool)
     if guess is not None:
         guess = np.broadcast_to(guess, C.shape)
-        Z = _solve_on_free_set(G, C, guess)
-        good = ((Z > 0) | ~guess).all(axis=1)
+        Z, consistent = _solve_on_free_set(G, C, guess)
+        good = consistent & ((Z > 0) | ~guess).all(axis=1)
         X[good], free[good] = Z[good], guess[good]
     for _ in range(4 * m + 8):
         gradient = X @ G + C
@@ -45,42 +59,66 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
         free[todo, entering[todo]] = True
         rows = todo
         for _ in range(4 * m + 8):
-            Z = _solve_on_free_set(G, C[rows], free[rows])
-            inside = ((Z > 0) | ~free[rows]).all(axis=1)
-            X[rows[inside]] = Z[inside]
-            rows, Z = rows[~inside], Z[~inside]
-            if rows.size == 0:
-                break
+            Z, consistent = _solve_on_free_set(G, C[rows], free[rows])
             x, f = X[rows], free[rows]
-            blocking = f & (Z <= 0)
-            gap = x - Z  # > 0 on blocking coordinates, except where both are 0, which blocks at once
+            # Consistent: walk from x towards the target Z (step <= 1). Inconsistent: Z is a direction of
+            # linear decrease, followed until a free coordinate reaches 0 (step unbounded otherwise).
+            direction = np.where(consistent[:, None], Z - x, Z)
+            blocking = f & (direction < 0)
             steps = np.full_like(x, np.inf)
-            np.divide(x, gap, out=steps, where=blocking & (gap > 0))
-            steps[blocking & (gap <= 0)] = 0.0
+            np.divide(x, -direction, out=steps, where=blocking)
             step = steps.min(axis=1, keepdims=True)
-            x = x + step * (Z - x)
-            x[blocking & (steps == step)] = 0.0
+            if not np.isfinite(step[~consistent]).all():
+                raise ValueError("The quadratic program is unbounded below (G p = 0, c·p < 0, p >= 0).")
+            arrived = consistent & (step[:, 0] >= 1.0)
+            step = np.minimum(step, np.where(consistent, 1.0, np.inf)[:, None])
+            x = x + step * direction
+            x[blocking & (steps <= step)] = 0.0
+            x[arrived] = np.where(f[arrived], Z[arrived], 0.0)
             f &= x > 0
             x[~f] = 0.0
             X[rows], free[rows] = x, f
+            rows = rows[~arrived]
+            if rows.size == 0:
+                break
         # Rounding can make the entering coordinate bounce straight back: that problem is then solved.
         done[todo[~free[todo, entering[todo]]]] = True
     return X
 
 
-def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """For each row, solve ``G_FF z_F = -c_F`` on its free set F and set ``z = 0`` elsewhere (batched)."""
+def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the minimum-norm solution ``z`` of ``G_FF z_F = -c_F`` on its free set F (``z = 0``
+    elsewhere) and ``True``; or, where those equations have no solution, the component of ``-c_F`` outside
+    the range of ``G_FF`` (a direction along which the objective decreases linearly) and ``False``."""
     A = np.where(free[:, :, None] & free[:, None, :], G, 0.0)
     A[:, np.arange(G.shape[0]), np.arange(G.shape[0])] += ~free
-    return solve_symmetric(A, np.where(free, -C, 0.0)[..., None])[..., 0]
+    B = np.where(free, -C, 0.0)
+    Z = np.where(free, solve_psd(A, B), 0.0)  # a least-squares solver can leave rounding off F
+    residual = np.where(free, B - np.einsum("kij,kj->ki", A, Z), 0.0)
+    scale = np.abs(A).max(axis=(1, 2)) * np.abs(Z).max(axis=1) + np.abs(B).max(axis=1)
+    consistent = np.abs(residual).max(axis=1) <= _CONSISTENT * scale
+    return np.where(consistent[:, None], Z, residual), consistent
 
 
-def solve_symmetric(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve ``A x = b`` for small symmetric PSD ``A`` (batched; least squares if singular)."""
-    try:
-        return np.linalg.solve(A, b)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(A, hermitian=True) @ b
+def solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Least-squares solution of minimum norm of ``A x = b`` for symmetric PSD ``A``, batched over the
+    leading axis (``A``: (k, m, m), ``B``: (k, m)).
+
+    A Cholesky factorisation, where every pivot is at least a fraction ``1e-9`` of its diagonal entry
+    (then ``A`` is safely definite and the solution unique); otherwise a rank-revealing complete orthogonal
+    factorisation (LAPACK ``gelsy``) that treats singular values below ``1e-14`` times the largest as zero.
+    """
+    At, Bt = torch.from_numpy(A), torch.from_numpy(B)[..., None]
+    L, info = torch.linalg.cholesky_ex(At)
+    pivots = L.diagonal(dim1=-2, dim2=-1) ** 2
+    definite = (info == 0) & (pivots >= _PIVOT * At.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
+    X = torch.empty_like(Bt)
+    if definite.any():
+        X[definite] = torch.cholesky_solve(Bt[definite], L[definite])
+    if not definite.all():
+        singular = ~definite
+        X[singular] = torch.linalg.lstsq(At[singular], Bt[singular], rcond=_RCOND, driver="gelsy").solution
+    return X[..., 0].numpy()
 
 
 def min_norm_simplex(G: np.ndarray) -> np.ndarray:
@@ -90,6 +128,8 @@ def min_norm_simplex(G: np.ndarray) -> np.ndarray:
     :math:`x^\star = \arg\min_{x \ge 0} x^\top G x + (\mathbf 1^\top x - 1)^2`, whose KKT conditions read
     :math:`G x + (\mathbf 1^\top x - 1)\mathbf 1 \ge 0` with equality on the support, the point
     :math:`w = x^\star / \mathbf 1^\top x^\star` satisfies the KKT conditions of the simplex problem.
+    (The right-hand side :math:`\mathbf 1` lies in the range of :math:`G + \mathbf 1 \mathbf 1^\top`, so
+    every system met on the way has a solution, singular ``G`` or not.)
     """
     m = G.shape[0]
     x = nonnegative_qp(G + 1.0, -np.ones(m), guess=np.ones(m, dtype=bool))[0]

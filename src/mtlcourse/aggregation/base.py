@@ -31,9 +31,8 @@ def check_jacobian(J: object) -> Tensor:
 
 
 def aggregate(aggregator: Aggregator, J: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate ``J``, then return the direction ``weights @ J`` and the weights."""
-    weights = aggregator.weights(check_jacobian(J))
-    direction = weights @ J
+    """Validate ``J``; return the direction ``weights @ J`` and the weights, both without autograd graph."""
+    direction, weights = aggregator._direction_and_weights(check_jacobian(J).detach())
     if not math.isfinite(direction.sum().item()):  # a NaN or inf entry makes the sum non-finite
         raise ValueError(NON_FINITE)
     return direction, weights
@@ -46,11 +45,22 @@ class Aggregator(ABC):
     :math:`w \in \mathbb{R}^m` that depend on :math:`J` (usually only through the Gramian :math:`J J^\top`).
     Subclasses implement :meth:`weights`; calling the aggregator validates ``J`` once and returns
     ``weights(J) @ J``.
+
+    **Autograd contract.** The direction carries no autograd graph, whatever ``J`` carries: it is computed
+    from ``J.detach()``, so ``aggregator(J).requires_grad`` is ``False`` even when ``J.requires_grad`` is
+    (as in torchjd, whose aggregators are non-differentiable too). The weights come from exact but
+    non-smooth solvers (active sets, a root search), through which a gradient would be wrong or undefined;
+    an aggregator is meant to produce an update direction, not a differentiable function of ``J``.
     """
 
     @abstractmethod
     def weights(self, J: Tensor) -> Tensor:
         """Weights :math:`w` of shape ``(m,)``, same dtype and device as ``J`` (not validated here)."""
+
+    def _direction_and_weights(self, J: Tensor) -> tuple[Tensor, Tensor]:
+        """``(weights(J) @ J, weights(J))`` for a validated, detached ``J``."""
+        weights = self.weights(J).detach()
+        return weights @ J, weights
 
     def __call__(self, J: Tensor) -> Tensor:
         r"""Direction :math:`J^\top w` of shape ``(n,)`` for a Jacobian ``J`` of shape ``(m, n)``."""
@@ -84,6 +94,13 @@ class GramianWeightedAggregator(Aggregator):
     def weights(self, J: Tensor) -> Tensor:
         """Weights ``weights_from_gramian(J Jᵀ)``, the Gramian formed in float64; ``J``'s dtype and device."""
         return self.weights_from_gramian(gramian64(J)).to(dtype=J.dtype, device=J.device)
+
+    def _direction_and_weights(self, J: Tensor) -> tuple[Tensor, Tensor]:
+        """The direction is formed in float64 from the float64 weights, then rounded once to ``J``'s dtype:
+        where rows nearly cancel, the weights can be large and ``w @ J`` in float32 would magnify rounding."""
+        J64 = J.to(torch.float64)
+        weights = self.weights_from_gramian(gramian64(J64)).to(device=J.device)
+        return (weights @ J64).to(J.dtype), weights.to(J.dtype)
 
     @abstractmethod
     def weights_from_gramian(self, G: Tensor) -> Tensor:

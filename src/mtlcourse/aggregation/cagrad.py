@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._qp import min_norm_simplex, nonnegative_qp, solve_symmetric
+from ._qp import min_norm_simplex, nonnegative_qp, solve_psd
 from .base import GramianWeightedAggregator, gramian_to_numpy
 
 
@@ -87,21 +87,28 @@ def _ball_step(G: np.ndarray, mean: np.ndarray, c: float) -> np.ndarray:
     if hi > 0.0 and (w := min_norm_simplex(G)) @ G @ w <= 1e-14:
         hi = 0.0  # 0 is in the convex hull of the rows: no direction improves every task
     tau, nu = hi, np.zeros(m)
+    nu_lo = nu  # the solution at lo, inside the ball
     for _ in range(100):
         # Projection of g_0 onto {J d >= tau 1} is g_0 + J^T nu; warm-started on the previous support.
-        nu = nonnegative_qp(G, b - tau, guess=nu > 0)[0]
+        try:
+            nu = nonnegative_qp(G, b - tau, guess=nu > 0)[0]
+        except ValueError:  # unbounded dual: {J d >= tau 1} is empty, tau is too high
+            hi, tau = tau, 0.5 * (lo + tau)
+            continue
         dist2 = nu @ G @ nu
-        if abs(dist2 - rho2) <= 1e-13 * rho2 or hi - lo <= 1e-15 * max(abs(lo), abs(hi)):
-            break
+        if abs(dist2 - rho2) <= 1e-13 * rho2:
+            return nu
         if dist2 < rho2:
-            lo = tau
+            lo, nu_lo = tau, nu
         else:
             hi = tau
+        if hi - lo <= 1e-15 * max(abs(lo), abs(hi)):
+            break
         # On the current piece, nu(tau + t) = nu + t s with G_PP s_P = 1, so D(tau + t) = dist2 + 2tB + t²A.
         free = np.flatnonzero(nu > 0)
-        s = solve_symmetric(G[np.ix_(free, free)], np.ones(free.size))
+        s = solve_psd(G[np.ix_(free, free)][None], np.ones((1, free.size)))[0]
         A, B = s.sum(), nu.sum()
         denominator = B + np.sqrt(max(B * B + A * (rho2 - dist2), 0.0))
         new_tau = tau + (rho2 - dist2) / denominator if denominator > 0.0 else lo
         tau = new_tau if lo < new_tau < hi else 0.5 * (lo + hi)
-    return nu
+    return nu_lo

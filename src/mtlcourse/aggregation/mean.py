@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import GramianWeightedAggregator, gramian_to_numpy
+from .base import Aggregator, GramianWeightedAggregator, gramian_to_numpy
 
 
 class Mean(GramianWeightedAggregator):
@@ -26,3 +26,6 @@ class Mean(GramianWeightedAggregator):
     def weights_from_gramian(self, G: Tensor) -> Tensor:
         m = gramian_to_numpy(G).shape[0]
         return torch.full((m,), 1.0 / m, dtype=G.dtype, device=G.device)
+
+    # No Gramian, and w @ J in J's dtype (the weights are exact).
+    _direction_and_weights = Aggregator._direction_and_weights
