@@ -7,8 +7,6 @@ solve of DualProj's primal; properties: non-conflict where promised, homogeneity
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import pytest
 import torch
@@ -99,31 +97,16 @@ def test_gradvac_matches_torchjd_over_20_steps(m, beta):
         assert rel_err(ours(J), theirs(J)) <= 1e-5
 
 
-def _torchjd_nash_mtl(m: int, **kwargs):
-    """torchjd's NashMTL weighting with Clarabel instead of ECOS, which the pinned set does not have."""
-    from torchjd.aggregation import _nash_mtl
-
-    class Weighting(_nash_mtl._NashMTLWeighting):
-        _REQUIRED_DEPS: ClassVar[list[str]] = ["numpy", "cvxpy"]
-
-        def _init_optim_problem(self):
-            super()._init_optim_problem()
-            solve = self.prob.solve
-            self.prob.solve = lambda **_: solve(solver="CLARABEL")
-
-    return Weighting(n_tasks=m, **kwargs)
-
-
 @pytest.mark.filterwarnings("ignore:You are solving a parameterized problem that is not DPP")
 @pytest.mark.parametrize(("m", "n", "max_norm", "every"), [(2, 5, 1.0, 1), (5, 20, 0.0, 3), (3, 8, 0.5, 2)])
 def test_nash_mtl_matches_torchjd_over_20_steps(m, n, max_norm, every):
-    pytest.importorskip("cvxpy")
+    pytest.importorskip("ecos")  # torchjd's NashMTL solves with ECOS (its nash-mtl extra)
     ours = NashMTL(max_norm=max_norm, update_weights_every=every)
-    theirs = _torchjd_nash_mtl(m, max_norm=max_norm, update_weights_every=every, optim_niter=20)
+    theirs = tja.NashMTL(m, max_norm=max_norm, update_weights_every=every, optim_niter=20)
     data = torch.Generator().manual_seed(n)
     for step in range(20):  # full row rank (m <= n): the bargaining problem is well posed
         J = (1 + step) * torch.randn(m, n, generator=data, dtype=torch.float64)
-        assert rel_err(ours.weights(J), theirs(J)) <= 1e-5
+        assert rel_err(ours(J), theirs(J)) <= 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------------
