@@ -54,20 +54,32 @@ def interleaved(
     }
 
 
-def bench_aggregators(repeats: int) -> list[dict]:
-    pairs = [
-        (ours.Mean(), tja.Mean()),
-        (ours.PCGrad(), tja.PCGrad()),
-        (ours.MGDA(), tja.MGDA()),
-        (ours.UPGrad(), tja.UPGrad()),
-        (ours.CAGrad(c=0.5), tja.CAGrad(c=0.5)),
-    ]
+def aggregator_pairs() -> list[tuple[str, object, object]]:
+    """Every aggregator of ``mtlcourse.aggregation.__all__`` with a torchjd class of the same name, both
+    built with their defaults (CAGrad, which has none in torchjd, with c = 0.5)."""
+    pairs = []
+    for name in ours.__all__:
+        mine, theirs = getattr(ours, name), getattr(tja, name, None)
+        if name == "Aggregator" or theirs is None or not isinstance(mine, type):
+            continue
+        kwargs = {"c": 0.5} if name == "CAGrad" else {}
+        try:
+            pairs.append((name, mine(**kwargs), theirs(**kwargs)))
+        except TypeError:  # a required argument we do not know how to choose generically
+            continue
+    return pairs
+
+
+SHAPES = [(m, n) for m in [2, 4, 10, 32, 64] for n in [10, 1_000, 100_000]]
+
+
+def bench_aggregators(repeats: int, shapes: list[tuple[int, int]] = SHAPES) -> list[dict]:
     rows = []
-    for m, n in [(2, 10_000), (4, 100_000), (10, 100_000)]:
+    for m, n in shapes:
         J = torch.randn(m, n, generator=torch.Generator().manual_seed(m))
-        for mine, theirs in pairs:
+        for name, mine, theirs in aggregator_pairs():
             result = interleaved(partial(mine, J), partial(theirs, J), repeats)
-            rows.append({"benchmark": f"{type(mine).__name__} J{(m, n)}", "reference": "torchjd", **result})
+            rows.append({"benchmark": f"{name} J{(m, n)}", "reference": "torchjd", **result})
     return rows
 
 
@@ -175,11 +187,14 @@ def bench_step_cost(repeats: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, to check that everything runs")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    parser.add_argument("--aggregators-only", action="store_true", help="only the aggregator table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else 31
-    rows = bench_aggregators(repeats) + bench_backward(repeats) + bench_step_cost(repeats)
+    rows = bench_aggregators(repeats)
+    if not args.aggregators_only:
+        rows += bench_backward(repeats) + bench_step_cost(repeats)
     table = pd.DataFrame(rows)
     print(f"torch {torch.__version__}, {args.threads} threads, {repeats} interleaved repeats, median times\n")
     print(table.to_markdown(index=False, floatfmt=".3g"))
