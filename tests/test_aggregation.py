@@ -498,3 +498,20 @@ def test_direction_carries_no_autograd_graph(aggregator):
     assert aggregator.weights(J).requires_grad is False
     J2 = torch.tensor([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]], requires_grad=True)
     assert aggregator(J2 * 1.0).requires_grad is False
+
+
+@pytest.mark.parametrize("seed", [3, 23, 25, 58])
+def test_upgrad_on_a_batch_with_repeated_examples(seed):
+    """Two identical examples give two identical rows of a per-example Jacobian (IWRM), so the Gramian is
+    exactly singular on many free sets. A least-squares solve that misjudged the rank there (LAPACK gelsy)
+    made UPGrad declare these bounded problems unbounded; these seeds all raised."""
+    gen = torch.Generator().manual_seed(seed)
+    rank = int(torch.randint(3, 16, (1,), generator=gen))
+    J = torch.randn(16, rank, generator=gen, dtype=torch.float64)
+    J = J @ torch.randn(rank, 200, generator=gen, dtype=torch.float64)
+    J[9], J[11] = J[8], J[3]
+    J = J.float()
+    d = UPGrad()(J).double()
+    J64 = J.double()
+    cosines = (J64 @ d) / (J64.norm(dim=1) * d.norm())
+    assert cosines.min() >= -1e-6
