@@ -65,8 +65,8 @@ class NashMTL(GramianWeightedAggregator):
     the official code solve with ECOS (``max_iters=100``), which cvxpy no longer ships (since 1.6; torchjd's
     ``nash-mtl`` extra installs it); this class uses Clarabel, cvxpy's default interior-point solver for
     exponential cones, so it needs no extra package. Both solve each round to about :math:`10^{-8}`, and
-    the weights agree with torchjd's to about :math:`10^{-7}` over 20 steps (tested). Where the official code and LibMTL
-    clip the norm of the shared gradient after ``backward`` (``clip_grad_norm_``), torchjd and this class
+    the weights agree with torchjd's to about :math:`10^{-7}` over 20 steps (tested). Where the official
+    code and LibMTL clip the norm of the shared gradient after ``backward`` (``clip_grad_norm_``), torchjd and this class
     scale :math:`\alpha` instead, which gives the same trunk update. Nash-MTL is not homogeneous: the
     constraint makes :math:`\alpha` scale like :math:`1/\lVert J \rVert`, so :math:`d` does too (before
     the ``max_norm`` cap). When :math:`G` is singular (more tasks than the rank of :math:`J`),
