@@ -54,22 +54,22 @@ class NashMTL(GramianWeightedAggregator):
 
     Notes
     -----
-    This is the procedure of ``torchjd.aggregation.NashMTL`` (0.18), itself adapted from the official code,
-    with the same defaults (``max_norm=1.0``, ``update_weights_every=1``, ``optim_niter=20``) and its
-    quirks kept: the test :math:`\lVert \tilde G \alpha - 1/\alpha \rVert < 10^{-3}` is on the
+    This is the procedure of ``torchjd.aggregation.NashMTL`` (0.18), itself adapted from the official
+    code, with the same defaults (``max_norm=1.0``, ``update_weights_every=1``, ``optim_niter=20``) and
+    its quirks kept: the test :math:`\lVert \tilde G \alpha - 1/\alpha \rVert < 10^{-3}` is on the
     *normalised* Gramian while the rounds converge to :math:`G \alpha = 1/\alpha` (the constraint is on
     :math:`\nu \tilde G = G`), so it is met only by chance and the rounds stop when :math:`\alpha` stops
-    moving; the stopping test is evaluated at the round's *starting* point, so the returned
-    :math:`\alpha` is that of the last round that did not stop; a solver failure keeps the previous
-    :math:`\alpha`; the first :math:`\alpha_{\rm prev}` is :math:`\mathbf 1`. One difference: torchjd and
-    the official code solve with ECOS (``max_iters=100``), which cvxpy no longer ships (since 1.6; torchjd's
-    ``nash-mtl`` extra installs it); this class uses Clarabel, cvxpy's default interior-point solver for
-    exponential cones, so it needs no extra package. Both solve each round to about :math:`10^{-8}`, and
-    the weights agree with torchjd's to about :math:`10^{-7}` over 20 steps (tested). Where the official
-    code and LibMTL clip the norm of the shared gradient after ``backward`` (``clip_grad_norm_``), torchjd and this class
-    scale :math:`\alpha` instead, which gives the same trunk update. Nash-MTL is not homogeneous: the
-    constraint makes :math:`\alpha` scale like :math:`1/\lVert J \rVert`, so :math:`d` does too (before
-    the ``max_norm`` cap). When :math:`G` is singular (more tasks than the rank of :math:`J`),
+    moving; the stopping test is evaluated at the round's *starting* point, so the returned :math:`\alpha`
+    is that of the last round that did not stop; a solver failure keeps the previous :math:`\alpha`; the
+    first :math:`\alpha_{\rm prev}` is :math:`\mathbf 1`. One difference: torchjd and the official code
+    solve with ECOS (``max_iters=100``), which cvxpy no longer ships (since 1.6; torchjd's ``nash-mtl``
+    extra installs it); this class uses Clarabel, cvxpy's default interior-point solver for exponential
+    cones, so it needs no extra package. Both solve each round to about :math:`10^{-8}`, and the weights
+    agree with torchjd's to about :math:`10^{-7}` over 20 steps (tested). Where the official code and
+    LibMTL clip the norm of the shared gradient after ``backward`` (``clip_grad_norm_``), torchjd and this
+    class scale :math:`\alpha` instead, which gives the same trunk update. Nash-MTL is not homogeneous:
+    the constraint makes :math:`\alpha` scale like :math:`1/\lVert J \rVert`, so :math:`d` does too
+    (before the ``max_norm`` cap). When :math:`G` is singular (more tasks than the rank of :math:`J`),
     :math:`G \alpha = 1/\alpha` has no solution: :math:`\alpha` grows along the null space of :math:`G`
     from round to round (which leaves :math:`d` bounded), the solver reports inaccurate solutions, and the
     weights then depend on its rounding, here as in torchjd.
