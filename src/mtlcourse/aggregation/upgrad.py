@@ -42,8 +42,9 @@ class UPGrad(GramianWeightedAggregator):
     to the diagonal of the trace-normalised Gramian, so the constraint of a task whose gradient is
     :math:`\sim 10^{-2}` times the norm of :math:`J` or smaller is effectively ignored and that task can be
     conflicted; elsewhere it moves the result too (Chapter 7 measures a median relative difference of
-    :math:`10^{-3}` on random five-task Jacobians). Here neither threshold exists. With ``QuadprogProjector(norm_eps=0, reg_eps=0)`` the two agree to solver precision on
-    well-conditioned :math:`J`.
+    :math:`10^{-3}` on random five-task Jacobians). Here neither threshold exists. With
+    ``QuadprogProjector(norm_eps=0, reg_eps=0)`` the two agree to solver precision on well-conditioned
+    :math:`J`.
 
     References
     ----------
