@@ -42,7 +42,7 @@ class FAMO(LossWeighting):
     zero mean); for the official procedure, call :meth:`update` yourself with the losses recomputed on the
     same batch after the step: the next :meth:`backward` then skips its own update. The update of the
     last step of a run is never applied (it would only matter to a next step). The logits are not among
-    :meth:`parameters`, so ``fit``'s optimiser never touches them; :meth:`reset` (called by ``fit`` at the
+    ``parameters()``, so ``fit``'s optimiser never touches them; :meth:`reset` (called by ``fit`` at the
     start of every run) puts them back to 0 and discards the Adam state.
 
     Notes
