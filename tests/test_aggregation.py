@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from referees import cagrad_primal_optimum
 
 from mtlcourse.aggregation import MGDA, Aggregator, CAGrad, Mean, PCGrad, UPGrad
 from mtlcourse.aggregation.base import GramianWeightedAggregator
@@ -447,19 +448,6 @@ def test_cagrad_with_c_zero_is_the_mean():
 # ---------------------------------------------------------------------------------------------------------
 # Regressions: the three inputs of issue 13, and the autograd contract
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cagrad_primal_optimum(J: torch.Tensor, c: float) -> float:
-    """Referee: max_{||d - g0|| <= c ||g0||} min_i g_i . d, solved as an SOCP by cvxpy (Clarabel)."""
-    import cvxpy as cp
-
-    A = J.double().numpy()
-    g0 = A.mean(axis=0)
-    d, t = cp.Variable(A.shape[1]), cp.Variable()
-    cp.Problem(cp.Maximize(t), [A @ d >= t, cp.norm(d - g0) <= c * np.linalg.norm(g0)]).solve(
-        solver=cp.CLARABEL
-    )
-    return float(t.value)
 
 
 def test_issue13_cagrad_singular_gramian_reaches_the_primal_optimum():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from referees import cagrad_primal_optimum
 
 from mtlcourse.aggregation import MGDA, CAGrad, Mean, PCGrad, UPGrad
 from mtlcourse.aggregation._qp import min_norm_simplex, nonnegative_qp
@@ -140,18 +141,6 @@ def test_mgda_is_zero_when_rows_cancel(kind, m, dtype):
 # ---------------------------------------------------------------------------------------------------------
 # CAGrad: inside its ball, at the optimum of its primal problem
 # ---------------------------------------------------------------------------------------------------------
-
-
-def cagrad_primal_optimum(J: torch.Tensor, c: float) -> float:
-    import cvxpy as cp
-
-    A = J.double().numpy()
-    g0 = A.mean(axis=0)
-    d, t = cp.Variable(A.shape[1]), cp.Variable()
-    cp.Problem(cp.Maximize(t), [A @ d >= t, cp.norm(d - g0) <= c * np.linalg.norm(g0)]).solve(
-        solver=cp.CLARABEL
-    )
-    return float(t.value)
 
 
 CAGRAD_CASES = [p for p in sweep(12, seed=1) if p.values[0] != "scales"]  # cvxpy is not exact over 1e8
