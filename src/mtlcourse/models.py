@@ -1,4 +1,8 @@
-"""Hard parameter sharing: one trunk that every task uses, one head per task."""
+"""The multi-task network protocol, and hard parameter sharing: one trunk for all tasks, one head per task.
+
+Other architectures (soft sharing, cross-stitch units, MMoE) live in :mod:`mtlcourse.sharing`; every one
+of them is a :class:`MultiTaskNetwork`, so ``fit`` and every strategy accept it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,56 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+Features = torch.Tensor | tuple[torch.Tensor, ...]
+"""What the shared part of a network hands to the task-specific parts: one tensor or a tuple of them."""
 
-class MultiTaskModel(nn.Module):
+
+class MultiTaskNetwork(nn.Module):
+    """Base class of every multi-task architecture: named task outputs and a split of the parameters.
+
+    A subclass implements :attr:`task_names`, :meth:`forward`, :meth:`shared_parameters` and
+    :meth:`task_parameters`, and may override :meth:`penalty`.
+
+    The split is what Jacobian descent needs: :func:`mtlcourse.autojac.mtl_backward` aggregates the task
+    gradients on the *shared* parameters and gives each task's parameters the gradient of its own loss. It
+    is exact when the features returned by ``forward(x, return_features=True)`` are the only way the shared
+    parameters reach the losses, and task ``t``'s parameters reach only loss ``t``.
+    """
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names, in the order of the outputs."""
+        raise NotImplementedError
+
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], Features]:
+        """Task name -> output (width-one outputs squeezed to shape ``(N,)``).
+
+        With ``return_features`` also the *features*: the output(s) of the shared part, from which every
+        task-specific part computes its output (a tensor, or a tuple of tensors).
+        """
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters that more than one task's loss depends on (may be empty)."""
+        raise NotImplementedError
+
+    def task_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Task name -> the parameters only that task's loss depends on."""
+        raise NotImplementedError
+
+    def penalty(self) -> torch.Tensor | None:
+        """A regulariser on the parameters that ``fit`` adds to every step (weight 1); ``None``: none."""
+        return None
+
+
+def squeeze_output(out: torch.Tensor) -> torch.Tensor:
+    """Drop a last dimension of size one: a regression or binary head returns shape ``(N,)``."""
+    return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+class MultiTaskModel(MultiTaskNetwork):
     """A shared trunk followed by named task heads.
 
     Parameters
@@ -48,8 +100,7 @@ class MultiTaskModel(nn.Module):
         features = self.trunk(x)
         outputs = {}
         for name, head in self.heads.items():
-            out = head(features)
-            outputs[name] = out.squeeze(-1) if out.shape[-1] == 1 else out
+            outputs[name] = squeeze_output(head(features))
         return (outputs, features) if return_features else outputs
 
     def shared_parameters(self) -> list[nn.Parameter]:
