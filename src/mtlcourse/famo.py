@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtlcourse.models import MultiTaskModel
+from mtlcourse.models import Features, MultiTaskNetwork
 from mtlcourse.weighting import LossWeighting
 
 _EPS = 1e-8
@@ -105,7 +105,7 @@ class FAMO(LossWeighting):
             )
         return values - self.min_losses + _EPS
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel | None = None) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork | None = None) -> torch.Tensor:
         r"""The weights :math:`w_i = c\, z_i / (L_i - b_i + \epsilon)` of this step (sum 1), float64."""
         z = torch.softmax(self.logits.detach(), dim=0)
         ratio = z / self._shifted(losses)
@@ -123,7 +123,7 @@ class FAMO(LossWeighting):
         self._optimizer.step()
         self.logits.grad = None
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         self.update(losses)  # the previous step's update, now that its effect on the losses is known
         weights = super().backward(losses, model, features)
         self._previous = self._shifted(losses)

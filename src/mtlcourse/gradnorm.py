@@ -14,19 +14,26 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mtlcourse.models import MultiTaskModel
+from mtlcourse.models import Features, MultiTaskNetwork
 from mtlcourse.weighting import LossWeighting
 
 _OPTIMIZERS = ("sgd", "adam")
 
 
-def last_linear_weight(model: MultiTaskModel) -> nn.Parameter:
+def last_linear_weight(model: MultiTaskNetwork) -> nn.Parameter:
     """The weight of the last ``nn.Linear`` registered in ``model.trunk`` (GradNorm's default :math:`W`).
 
     "Last" is in registration order, which for an ``nn.Sequential`` trunk (as built by
-    :func:`mtlcourse.models.mlp`) is the order of the forward pass.
+    :func:`mtlcourse.models.mlp`) is the order of the forward pass. A model without a ``trunk`` (e.g. the
+    architectures of :mod:`mtlcourse.sharing`) raises ``ValueError``: name the layer yourself.
     """
-    linears = [module for module in model.trunk.modules() if isinstance(module, nn.Linear)]
+    trunk = getattr(model, "trunk", None)
+    if not isinstance(trunk, nn.Module):
+        raise ValueError(
+            f"{type(model).__name__} has no trunk, so GradNorm cannot pick the last shared layer by itself: "
+            "pass GradNorm(layer=...) with a weight from model.shared_parameters()"
+        )
+    linears = [module for module in trunk.modules() if isinstance(module, nn.Linear)]
     if not linears:
         raise ValueError(
             f"model.trunk ({type(model.trunk).__name__}) has no nn.Linear layer, so GradNorm cannot pick the "
@@ -234,7 +241,7 @@ class GradNorm(LossWeighting):
     def _sum(self, m: int) -> float:
         return float(m) if self.total is None else self.total
 
-    def _start(self, losses: torch.Tensor, model: MultiTaskModel) -> None:
+    def _start(self, losses: torch.Tensor, model: MultiTaskNetwork) -> None:
         """First step: record :math:`L_i(0)`, create the weights and their optimiser."""
         first = losses.detach().double().cpu().clone()
         for name, value in zip(model.task_names, first.tolist(), strict=True):
@@ -258,14 +265,14 @@ class GradNorm(LossWeighting):
         """The weights the next step will use (a copy); ``None`` before the first step."""
         return None if self._w is None else self._w.clone()
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         """The weights of the coming step: :math:`T/m` each before the first step."""
         if self._w is None:
             m = len(losses)
             return torch.full((m,), self._sum(m) / m, dtype=torch.float64)
         return self._w.clone()
 
-    def _shared_weight(self, model: MultiTaskModel) -> torch.Tensor:
+    def _shared_weight(self, model: MultiTaskNetwork) -> torch.Tensor:
         if self.layer is None:
             return last_linear_weight(model)
         if not any(p is self.layer for p in model.shared_parameters()):
@@ -277,7 +284,7 @@ class GradNorm(LossWeighting):
 
     # --- one step ----------------------------------------------------------------------------------
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         if losses.ndim != 1 or len(losses) == 0:
             raise ValueError(f"losses must have shape (m,) with m >= 1, got {tuple(losses.shape)}")
         if len(losses) != len(model.task_names):

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 import torch
 
 from mtlcourse.autojac import mtl_backward
-from mtlcourse.models import MultiTaskModel
+from mtlcourse.models import Features, MultiTaskNetwork
 
 
 class Strategy:
     """Base class: override :meth:`backward`; the other hooks are optional."""
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         """Write gradients into ``.grad`` of the model's parameters (accumulating, like ``backward()``).
 
         Parameters
@@ -60,6 +60,11 @@ class JacobianDescent(Strategy):
     :class:`~mtlcourse.aggregation.Mean` this is equal weights :math:`1/m` on the trunk and weight 1 on
     each head.
 
+    Which parameters are "shared" is the model's answer, ``model.shared_parameters()``: a trunk,
+    cross-stitch columns and units, MMoE's experts. A model that shares nothing
+    (:class:`~mtlcourse.sharing.SoftSharing`) leaves nothing to aggregate: each task's parameters receive the
+    gradient of its own loss, and the returned weights are ones.
+
     Parameters
     ----------
     aggregator
@@ -70,12 +75,15 @@ class JacobianDescent(Strategy):
     def __init__(self, aggregator) -> None:
         self.aggregator = aggregator
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
+        shared = model.shared_parameters()
+        if not shared:
+            return _own_gradients(losses, model)
         weights = mtl_backward(
             losses=list(losses),
             features=features,
             tasks_params=list(model.task_parameters().values()),
-            shared_params=model.shared_parameters(),
+            shared_params=shared,
             aggregator=self.aggregator,
         )
         if weights is None:  # a plain callable J -> d (e.g. a torchjd aggregator) exposes no weights
@@ -89,3 +97,17 @@ class JacobianDescent(Strategy):
 
     def __repr__(self) -> str:
         return f"JacobianDescent({self.aggregator!r})"
+
+
+def _own_gradients(losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
+    """No shared parameters: accumulate the gradient of loss ``t`` into task ``t``'s parameters; weights 1."""
+    groups = list(model.task_parameters().values())
+    if len(groups) != len(losses):
+        raise ValueError(f"{len(losses)} losses for a model with {len(groups)} groups of task parameters")
+    for i, (loss, group) in enumerate(zip(losses, groups, strict=True)):
+        if not group:
+            continue
+        grads = torch.autograd.grad(loss, group, retain_graph=i < len(losses) - 1, materialize_grads=True)
+        for p, g in zip(group, grads, strict=True):
+            p.grad = g if p.grad is None else p.grad + g
+    return torch.ones(len(losses))

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from mtlcourse.data import TaskData
-from mtlcourse.models import MultiTaskModel
+from mtlcourse.models import Features, MultiTaskNetwork
 from mtlcourse.strategy import Strategy
 from mtlcourse.tasks import Task
 from mtlcourse.weighting import equal_weights
@@ -22,7 +22,7 @@ Selection = Literal["normalized", "weighted"]
 SELECTIONS = ("normalized", "weighted")
 
 
-def _check_tasks(model: MultiTaskModel, tasks: Sequence[Task], *datasets: TaskData | None) -> None:
+def _check_tasks(model: MultiTaskNetwork, tasks: Sequence[Task], *datasets: TaskData | None) -> None:
     if not tasks:
         raise ValueError("fit needs at least one task")
     names = [t.name for t in tasks]
@@ -37,7 +37,9 @@ def _check_tasks(model: MultiTaskModel, tasks: Sequence[Task], *datasets: TaskDa
             )
 
 
-def task_losses(model: MultiTaskModel, tasks: Sequence[Task], x: torch.Tensor, targets) -> tuple:
+def task_losses(
+    model: MultiTaskNetwork, tasks: Sequence[Task], x: torch.Tensor, targets
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], Features]:
     """Forward pass: the per-task mean losses (shape ``(m,)``), the outputs and the shared features."""
     outputs, features = model(x, return_features=True)
     losses = torch.stack([task.loss(outputs[task.name], targets[task.name]) for task in tasks])
@@ -45,7 +47,7 @@ def task_losses(model: MultiTaskModel, tasks: Sequence[Task], x: torch.Tensor, t
 
 
 @torch.no_grad()
-def predict(model: MultiTaskModel, data: TaskData) -> dict[str, torch.Tensor]:
+def predict(model: MultiTaskNetwork, data: TaskData) -> dict[str, torch.Tensor]:
     """The model's outputs on ``data`` in evaluation mode, as CPU tensors."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -56,7 +58,7 @@ def predict(model: MultiTaskModel, data: TaskData) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _validate(model: MultiTaskModel, tasks: Sequence[Task], data: TaskData, weights: torch.Tensor) -> dict:
+def _validate(model: MultiTaskNetwork, tasks: Sequence[Task], data: TaskData, weights: torch.Tensor) -> dict:
     model.eval()
     losses, outputs, _ = task_losses(model, tasks, data.x, data.targets)
     model.train()
@@ -81,7 +83,7 @@ def _log_line(row: dict, tasks: Sequence[Task]) -> str:
 
 
 def fit(
-    model: MultiTaskModel,
+    model: MultiTaskNetwork,
     tasks: Sequence[Task],
     train: TaskData,
     val: TaskData | None = None,
@@ -102,13 +104,16 @@ def fit(
     r"""Train ``model`` on all ``tasks`` at once and return its history.
 
     Each step computes every task's mean loss on the batch and hands the vector of losses to
-    ``strategy``, which fills ``.grad``; then the gradient is clipped (optional) and the optimiser steps.
+    ``strategy``, which fills ``.grad``; if the model has a penalty (``model.penalty()`` is not ``None``,
+    e.g. :class:`~mtlcourse.sharing.SoftSharing`'s distance between columns), its gradient is added with
+    weight 1, whatever the strategy; then the gradient is clipped (optional) and the optimiser steps.
     After each epoch the model is scored on ``val``.
 
     Parameters
     ----------
     model
-        The multi-task model; its head names must be the task names, in the same order.
+        Any :class:`~mtlcourse.models.MultiTaskNetwork`; its task names must be the names of ``tasks``,
+        in the same order.
     tasks
         What each head is asked to do (its loss and accuracy).
     train, val
@@ -149,7 +154,9 @@ def fit(
     -------
     pandas.DataFrame
         One row per epoch: ``train_loss_<task>``, ``train_total`` (the weighted sum that was
-        optimised), ``weight_<task>`` (mean over the epoch's steps), and with ``val``:
+        optimised, without the penalty), ``weight_<task>`` (mean over the epoch's steps), for a model
+        with a penalty ``train_penalty`` (its value before each step, averaged over the epoch like
+        ``train_total``), and with ``val``:
         ``val_loss_<task>``, ``val_total``, ``val_acc_<task>`` for classification tasks and
         ``val_r2_<task>`` (coefficient of determination) for regression tasks, and ``val_score``
         (the normalised sum above). ``history.attrs["best_epoch"]`` is the epoch with the lowest
@@ -186,12 +193,14 @@ def fit(
         if not all(v > 0 and v < float("inf") for v in initial):
             raise ValueError(f"selection needs positive, finite validation losses to start, got {initial}")
 
+    with torch.no_grad():
+        has_penalty = model.penalty() is not None
     model.train()
     for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not show, leave=False):
         order = torch.arange(n) if batch >= n else torch.randperm(n, generator=gen)
         sum_losses = torch.zeros(len(tasks), dtype=torch.float64)
         sum_weights = torch.zeros(len(tasks), dtype=torch.float64)
-        sum_total, steps = 0.0, 0
+        sum_total, sum_penalty, steps = 0.0, 0.0, 0
         for start in range(0, n, batch):
             idx = order[start : start + batch].to(device)
             targets = {k: v[idx] for k, v in train.targets.items()}
@@ -201,6 +210,11 @@ def fit(
                 raise FloatingPointError(f"the loss of task(s) {bad} is not finite at epoch {epoch}")
             opt.zero_grad()
             weights = strategy.backward(losses, model, features).detach().double().cpu()
+            penalty = model.penalty()
+            if penalty is not None:
+                if penalty.requires_grad:
+                    penalty.backward()
+                sum_penalty += penalty.item() * len(idx)
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             opt.step()
@@ -213,6 +227,8 @@ def fit(
         row: dict = {"epoch": epoch}
         row |= {f"train_loss_{t.name}": v.item() for t, v in zip(tasks, sum_losses / n, strict=True)}
         row["train_total"] = sum_total / n
+        if has_penalty:
+            row["train_penalty"] = sum_penalty / n
         row |= {f"weight_{t.name}": v.item() for t, v in zip(tasks, sum_weights / steps, strict=True)}
         if val is not None:
             row |= _validate(model, tasks, val, weights)

@@ -14,18 +14,18 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from mtlcourse.models import MultiTaskModel
+from mtlcourse.models import Features, MultiTaskNetwork
 from mtlcourse.strategy import Strategy
 
 
 class LossWeighting(Strategy):
     r"""A strategy that backpropagates :math:`\sum_i w_i L_i` for weights it chooses each step."""
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         """The weights :math:`w` of this step, shape ``(m,)``."""
         raise NotImplementedError
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         w = self.weights(losses, model).to(losses)
         if w.shape != losses.shape:
             raise ValueError(f"{tuple(w.shape)} weights for {tuple(losses.shape)} task losses")
@@ -53,7 +53,7 @@ class StaticWeights(LossWeighting):
         self._names = list(weights) if isinstance(weights, Mapping) else None
         self._w = w
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         if len(self._w) != len(losses):
             raise ValueError(f"{len(self._w)} weights were given for {len(losses)} tasks")
         if self._names is None:
@@ -86,7 +86,7 @@ def _tasks_in(record: Mapping[str, float], prefixes: Sequence[str]) -> list[str]
     return list(names)
 
 
-def _in_model_order(values: Mapping[str, float], model: MultiTaskModel, what: str) -> torch.Tensor:
+def _in_model_order(values: Mapping[str, float], model: MultiTaskNetwork, what: str) -> torch.Tensor:
     if set(values) != set(model.task_names):
         raise ValueError(f"{what} name tasks {list(values)}, the model has {model.task_names}")
     return torch.tensor([values[name] for name in model.task_names], dtype=torch.float64)
@@ -115,7 +115,7 @@ class InitialLossNormalisation(LossWeighting):
     def __init__(self) -> None:
         self.initial_losses: torch.Tensor | None = None
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         if self.initial_losses is None:
             first = losses.detach().clone()
             for name, value in zip(model.task_names, first.tolist(), strict=True):
@@ -201,7 +201,7 @@ class InverseAccuracy(LossWeighting):
             scores[name] = min(max(score, self.floor), 1.0)
         self.scores = scores
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         if self.scores is None:
             return torch.ones(len(losses), dtype=torch.float64)
         inverse = 1.0 / _in_model_order(self.scores, model, "validation scores")
@@ -279,10 +279,10 @@ class UncertaintyWeighting(LossWeighting):
         s = self.log_variances.to(losses)
         return (0.5 * torch.exp(-s) * losses + 0.5 * s).sum()
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         return (0.5 * torch.exp(-self.log_variances)).detach()
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskModel, features: torch.Tensor) -> torch.Tensor:
+    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         self.loss(losses).backward()
         return self.weights(losses, model)
 
@@ -343,7 +343,7 @@ class DWA(LossWeighting):
                 )
         self.epoch_losses = [*self.epoch_losses, losses][-2:]
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         if len(self.epoch_losses) < 2:
             return torch.ones(len(losses), dtype=torch.float64)
         older, newer = (_in_model_order(e, model, "epoch losses") for e in self.epoch_losses)
@@ -390,7 +390,7 @@ class RandomWeighting(LossWeighting):
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
-    def weights(self, losses: torch.Tensor, model: MultiTaskModel) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
         dtype = losses.dtype if losses.is_floating_point() else torch.get_default_dtype()
         draw = torch.randn(len(losses), generator=self.generator, dtype=dtype)
         return torch.softmax(draw, dim=0).to(losses.device)
