@@ -1,7 +1,14 @@
+import pytest
 import torch
 
 from mtlcourse.aggregation import MGDA, Mean, PCGrad, UPGrad
-from mtlcourse.exercises import check_aggregator, check_gradnorm_loss, gradnorm_loss_reference
+from mtlcourse.exercises import (
+    check_aggregator,
+    check_gradnorm_loss,
+    check_top_k_gate,
+    gradnorm_loss_reference,
+    top_k_gate_reference,
+)
 
 
 def pcgrad_two_tasks(J):
@@ -86,3 +93,79 @@ def test_the_reference_loss_has_the_gradient_the_gradnorm_strategy_steps_on():
     rates = strategy.last_inverse_rates.double()
     (grad,) = torch.autograd.grad(gradnorm_loss_reference(weights, norms, rates, 1.5), weights)
     torch.testing.assert_close(grad, strategy.last_weight_grad.double())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The top-k gate (Chapter 8)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def masked_softmax_gate(logits, k):
+    """A reader's correct answer, written differently from the reference: mask, then softmax."""
+    threshold = logits.topk(k, dim=-1).values[..., -1:]
+    return torch.softmax(logits.masked_fill(logits < threshold, float("-inf")), dim=-1)
+
+
+def test_a_correct_top_k_gate_passes(capsys):
+    assert check_top_k_gate(masked_softmax_gate)
+    assert check_top_k_gate(top_k_gate_reference)
+    assert "✓" in capsys.readouterr().out
+
+
+def softmax_over_all(logits, k):
+    return torch.softmax(logits, dim=-1)
+
+
+def top_k_not_renormalised(logits, k):
+    weights = torch.softmax(logits, dim=-1)
+    threshold = logits.topk(k, dim=-1).values[..., -1:]
+    return weights * (logits >= threshold)
+
+
+def top_k_minus_one(logits, k):
+    return masked_softmax_gate(logits, max(k - 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    [
+        (softmax_over_all, "non-zero weights, expected exactly k"),
+        (top_k_not_renormalised, "rows must sum to 1"),
+        (top_k_minus_one, "non-zero weights, expected exactly k"),
+        (lambda logits, k: logits.topk(k).values, "expected weights of shape"),
+        (lambda logits, k: 1 / 0, "raised ZeroDivisionError"),
+    ],
+    ids=["softmax-over-all", "not-renormalised", "top-(k-1)", "values-not-weights", "raises"],
+)
+def test_plausible_wrong_gates_are_rejected_with_a_readable_message(wrong, message, capsys):
+    assert not check_top_k_gate(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ trial 0")
+    assert message in out
+
+
+def test_a_gate_that_breaks_the_gradient_is_rejected(capsys):
+    assert not check_top_k_gate(lambda logits, k: top_k_gate_reference(logits.detach(), k))
+    assert "not differentiable" in capsys.readouterr().out
+
+
+def test_the_reference_is_the_softmax_renormalised_over_the_k_largest_logits():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0], [0.0, 1.0, -2.0, -3.0]], dtype=torch.float64)
+    # closed form for k=2: rows keep {3.0, 2.0} and {1.0, 0.0}
+    e = torch.exp
+    expected = torch.tensor(
+        [
+            [e(torch.tensor(2.0)) / (e(torch.tensor(2.0)) + e(torch.tensor(3.0))), 0, 0, 0],
+            [1 / (1 + e(torch.tensor(1.0))), e(torch.tensor(1.0)) / (1 + e(torch.tensor(1.0))), 0, 0],
+        ],
+        dtype=torch.float64,
+    )
+    expected[0, 3] = 1 - expected[0, 0]
+    torch.testing.assert_close(top_k_gate_reference(logits, 2), expected)
+    torch.testing.assert_close(top_k_gate_reference(logits, 4), torch.softmax(logits, dim=-1))
+
+
+@pytest.mark.parametrize("k", [0, 5])
+def test_the_reference_refuses_k_outside_1_to_n_experts(k):
+    with pytest.raises(ValueError, match="k must be between 1 and the number of experts"):
+        top_k_gate_reference(torch.zeros(2, 4), k)
