@@ -324,6 +324,13 @@ def test_the_threshold_is_relative():
         assert not plateaued(_history(scale * values), rtol=0.001)
 
 
+def test_one_better_epoch_in_the_window_is_progress():
+    # the criterion compares bests (the epoch fit would select), not averages: one epoch 5 % better counts
+    values = np.r_[np.full(20, 1.0), np.full(10, 1.0)]
+    values[-4] = 0.95
+    assert not plateaued(_history(values))
+
+
 def test_a_worse_last_window_counts_as_plateaued():
     assert plateaued(_history(np.r_[np.linspace(1.0, 0.5, 20), np.full(10, 0.8)]))
 

@@ -3,8 +3,8 @@ r"""The benchmark protocol: how a method is tuned, when it has converged, and ho
 One protocol for every method, so that a difference in a table is a difference between methods and not
 between the care each one got (Xin et al. 2022, "Do current multi-task optimization methods in deep
 learning even help?", NeurIPS; Kurin et al. 2022, "In defense of the unitary scalarization for deep
-multi-task learning", NeurIPS — both find that untuned or under-trained baselines explain most reported
-gains):
+multi-task learning", NeurIPS — both find that equal weights, tuned with the same care as the
+specialised methods, match them on their benchmarks):
 
 1. choose the learning rate on validation from a geometric grid that brackets the optimum
    (:func:`select_learning_rate`);
@@ -237,9 +237,9 @@ def select_learning_rate(
     ``score(lr)`` is evaluated once per learning rate of the geometric ``grid``. While the best score
     sits at an edge of the grid, the grid grows by one point on that side, with the grid's own ratio,
     at most ``max_extensions`` times. A best value at the edge of a grid says only that the optimum may
-    lie beyond it; a method tuned on such a grid is compared at a handicap (Xin et al. 2022, NeurIPS,
-    who find that tuning the baseline's learning rate closes most reported gaps). Ties go to the
-    smaller learning rate.
+    lie beyond it, and a method tuned on such a grid is compared at a handicap (Xin et al. 2022,
+    NeurIPS, find that equal weights with tuned hyperparameters match the specialised methods). Ties
+    go to the smaller learning rate.
 
     Parameters
     ----------
@@ -305,10 +305,11 @@ def plateaued(history: pd.DataFrame, column: str = "val_score", window: int = 10
         b - r < \text{rtol} \cdot |b| ,
 
     i.e. the last ``window`` epochs improved on the best so far by less than ``rtol`` relatively (or
-    not at all). This is PyTorch's ``ReduceLROnPlateau`` test (``mode="min"``,
-    ``threshold_mode="rel"``) with ``patience=window`` and ``threshold=rtol``, applied once to a whole
-    history. On ``fit``'s ``val_score`` (each task's validation loss over its initial value, summed)
-    it does not depend on the method's own loss weights.
+    not at all). For a positive curve this is, up to the boundary case, the test of PyTorch's
+    ``ReduceLROnPlateau`` (``mode="min"``, ``threshold_mode="rel"``, ``patience=window``,
+    ``threshold=rtol``), applied once to a whole history. On ``fit``'s ``val_score`` (each task's
+    validation loss over its initial value, summed) it does not depend on the method's own loss
+    weights.
 
     Parameters
     ----------
@@ -348,8 +349,8 @@ def pareto_front(
     r"""Which points no other point dominates: the Pareto front of a set of results.
 
     Point :math:`p` dominates :math:`q` when it is at least as good as :math:`q` on every column and
-    strictly better on at least one (Miettinen 1999, *Nonlinear Multiobjective Optimization*, def.
-    2.2.1; Sener & Koltun 2018, NeurIPS, for multi-task learning). Equal points do not dominate each
+    strictly better on at least one (Miettinen 1999, *Nonlinear Multiobjective Optimization*, ch.
+    2; Sener & Koltun 2018, NeurIPS, for multi-task learning). Equal points do not dominate each
     other, so duplicates on the front are all kept.
 
     Parameters
