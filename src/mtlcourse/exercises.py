@@ -195,7 +195,7 @@ def check_top_k_gate(
     candidate: Callable[[torch.Tensor, int], torch.Tensor],
     *,
     n_experts: int = 6,
-    trials: int = 20,
+    trials: int = 10,
     seed: int = 0,
     atol: float = 1e-6,
 ) -> bool:

@@ -70,7 +70,9 @@ class SoftSharing(_Columns):
     Cook (2015, ACL, "Low resource dependency parsing: Cross-lingual parameter sharing in a neural network
     parser") tie two parsers by :math:`\lVert \theta_1 - \theta_2 \rVert_2^2`; the distance to the mean is
     its form for any :math:`m` (for :math:`m = 2` it is :math:`\tfrac12 \lVert \theta_1 - \theta_2
-    \rVert_2^2`). :func:`mtlcourse.training.fit` adds :math:`\Omega` to every step. With
+    \rVert_2^2`); it is computed as the equal sum :math:`\frac{1}{2m} \sum_{t,s} \lVert \theta_t^\ell -
+    \theta_s^\ell \rVert_2^2`, which is exactly zero when the columns are equal.
+    :func:`mtlcourse.training.fit` adds :math:`\Omega` to every step. With
     :math:`\lambda = 0` the model is :math:`m` independent networks.
 
     Parameters
@@ -116,10 +118,12 @@ class SoftSharing(_Columns):
     def penalty(self) -> torch.Tensor:
         r""":math:`\lambda \sum_\ell \sum_t \lVert \theta_t^\ell - \bar\theta^\ell \rVert_2^2`, a scalar."""
         per_column = [list(column.parameters()) for column in self.columns.values()]
+        m = len(per_column)
         total = per_column[0][0].new_zeros(())
         for layer in zip(*per_column, strict=True):
-            stacked = torch.stack(layer)
-            total = total + (stacked - stacked.mean(dim=0)).pow(2).sum()
+            stacked = torch.stack(layer).flatten(1)  # (m, size of the layer)
+            # sum_t |theta_t - mean|^2 = sum_{t,s} |theta_t - theta_s|^2 / 2m, exactly 0 for equal columns
+            total = total + (stacked[:, None] - stacked[None]).pow(2).sum() / (2 * m)
         return self.strength * total
 
     def extra_repr(self) -> str:
