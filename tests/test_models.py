@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from mtlcourse.models import MultiTaskModel, count_parameters, hard_sharing_mlp, mlp, r_post_model
+from mtlcourse.models import (
+    MultiTaskModel,
+    MultiTaskNetwork,
+    count_parameters,
+    hard_sharing_mlp,
+    mlp,
+    r_post_model,
+)
 
 
 def test_r_post_model_has_192_parameters_split_as_in_the_post():
@@ -51,3 +58,18 @@ def test_bad_shapes_are_refused():
         MultiTaskModel(torch.nn.Identity(), {})
     with pytest.raises(ValueError, match="at least an input and an output"):
         mlp([3])
+
+
+def test_hard_sharing_is_a_multi_task_network_without_penalty():
+    model = r_post_model()
+    assert isinstance(model, MultiTaskNetwork)
+    assert model.penalty() is None
+
+
+def test_the_base_class_asks_subclasses_for_the_protocol():
+    network = MultiTaskNetwork()
+    for call in (lambda: network.task_names, network.shared_parameters, network.task_parameters):
+        with pytest.raises(NotImplementedError):
+            call()
+    with pytest.raises(NotImplementedError):
+        network(torch.zeros(1, 2))

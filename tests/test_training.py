@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mtlcourse.data import TaskData, regression_classification
-from mtlcourse.models import hard_sharing_mlp, r_post_model
+from mtlcourse.models import MultiTaskModel, hard_sharing_mlp, r_post_model
 from mtlcourse.strategy import Strategy
 from mtlcourse.tasks import Task
 from mtlcourse.training import fit, predict, task_losses
@@ -194,3 +194,34 @@ def test_fit_resets_the_strategy_at_the_start_of_each_run(splits):
     fit(_model(), TASKS, splits.train, epochs=1, strategy=strategy)
     fit(_model(), TASKS, splits.train, epochs=1, strategy=strategy)
     assert Counting.resets == 2
+
+
+class _Penalised(MultiTaskModel):
+    """Hard sharing with a penalty c * ||W||^2 on the first trunk layer's weight."""
+
+    def __init__(self, c: float) -> None:
+        base = r_post_model()
+        super().__init__(base.trunk, dict(base.heads))
+        self.c = c
+
+    def penalty(self) -> torch.Tensor:
+        return self.c * self.trunk[0].weight.pow(2).sum()
+
+
+def test_fit_adds_the_penalty_gradient_with_weight_one_and_records_its_value(splits):
+    torch.manual_seed(0)
+    model = _Penalised(c=0.3)
+    W = model.trunk[0].weight.detach().clone()
+    with torch.no_grad():
+        value = 0.3 * W.pow(2).sum().item()
+    losses, _, _ = task_losses(model, TASKS, splits.train.x, splits.train.targets)
+    (loss_grad,) = torch.autograd.grad(0.5 * losses.sum(), model.trunk[0].weight)
+    sgd = lambda groups: torch.optim.SGD(groups, lr=0.1)  # noqa: E731
+    history = fit(model, TASKS, splits.train, epochs=1, optimizer=sgd)
+    # closed form: d/dW of c ||W||^2 is 2 c W
+    torch.testing.assert_close(model.trunk[0].weight.detach(), W - 0.1 * (loss_grad + 2 * 0.3 * W))
+    assert history.loc[0, "train_penalty"] == pytest.approx(value, rel=1e-6)
+
+
+def test_no_penalty_column_for_a_model_without_penalty(splits):
+    assert "train_penalty" not in fit(_model(), TASKS, splits.train, epochs=1)
