@@ -231,6 +231,15 @@ def test_one_group_scores_the_mean_affinity_onto_each_task_and_all_singletons_sc
     assert grouping_scores(_affinity(z), 4)["score"].item() == 0.0
 
 
+def test_a_partition_score_does_not_depend_on_the_direction_of_affinity():
+    # every member of a group shares the denominator |G| - 1, so the score sums Z over ordered pairs
+    z = np.random.default_rng(3).normal(size=(5, 5))
+    for k in (2, 3):
+        by_groups = grouping_scores(_affinity(z), k).set_index("groups")["score"]
+        transposed = grouping_scores(_affinity(z.T), k).set_index("groups")["score"]
+        np.testing.assert_allclose(by_groups.sort_index(), transposed.sort_index(), atol=1e-12)
+
+
 def _planted(seed=0):
     rng = np.random.default_rng(seed)
     names = ["a", "b", "c", "d", "e", "f"]

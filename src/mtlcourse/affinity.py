@@ -110,8 +110,9 @@ def lookahead_affinity(
     x, targets
         The batch: inputs and task name -> target.
     lr
-        The look-ahead learning rate :math:`\eta` (positive). The official code uses the training optimiser's
-        rate and divides :math:`Z` by it; here :math:`Z` is the relative change itself.
+        The look-ahead learning rate :math:`\eta` (positive). The official Taskonomy code steps with the
+        training optimiser's rate and weight decay and divides :math:`Z` by the rate; here the step is plain
+        SGD, as in the paper's definition, and :math:`Z` is the relative change itself.
 
     Returns
     -------
@@ -129,7 +130,7 @@ def lookahead_affinity(
 class TaskAffinity:
     """What :func:`train_with_affinity` measured.
 
-    Attributes
+    Parameters
     ----------
     mean
         TAG's averaged affinity, ``m x m``: index = the task that steps (source), columns = the task affected
@@ -307,6 +308,10 @@ def grouping_scores(affinity: pd.DataFrame, n_groups: int) -> pd.DataFrame:
     :math:`\frac{1}{|G| - 1} \sum_{i \in G, i \ne j} Z[i, j]` (column :math:`j`: the affected task); a task
     alone in its group scores 0. A partition scores the sum over tasks. There are :math:`S(m, k)` partitions
     (Stirling number of the second kind), enumerated exhaustively, hence at most 10 tasks.
+
+    Since a group's members all share one denominator, the partition's score is
+    :math:`\sum_G \frac{1}{|G| - 1} \sum_{i \ne j \in G} Z[i, j]`: it is the same for :math:`Z` and
+    :math:`Z^\top`. Which task helps which matters for the per-task scores, not for the choice of a partition.
 
     This is TAG's score (Fifty et al. 2021, network selection, and its official code) on a narrower search
     space. TAG chooses :math:`k` groups among all :math:`2^m - 1` subsets, which may overlap (a task may be
