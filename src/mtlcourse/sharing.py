@@ -37,7 +37,7 @@ def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     return [p for p in params if p.requires_grad]
 
 
-class _Columns(MultiTaskNetwork):
+class _WithHeads(MultiTaskNetwork):
     """Task names and linear heads on a representation of width ``hidden[-1]``, common to all three."""
 
     def __init__(self, hidden: Sequence[int], head_outputs: Mapping[str, int]) -> None:
@@ -56,7 +56,7 @@ class _Columns(MultiTaskNetwork):
         }
 
 
-class SoftSharing(_Columns):
+class SoftSharing(_WithHeads):
     r"""Soft parameter sharing: one network per task, pulled towards each other by an L2 penalty.
 
     Task :math:`t` has its own column (an MLP ``in_features -> hidden…``, ReLU) and head; nothing is shared
@@ -130,7 +130,7 @@ class SoftSharing(_Columns):
         return f"strength={self.strength}"
 
 
-class CrossStitch(_Columns):
+class CrossStitch(_WithHeads):
     r"""Cross-stitch networks (Misra, Shrivastava, Gupta & Hebert 2016, "Cross-stitch networks for
     multi-task learning", CVPR).
 
@@ -203,7 +203,7 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
-class MMoE(_Columns):
+class MMoE(_WithHeads):
     r"""Multi-gate mixture of experts (Ma, Zhao, Yi, Chen, Hong & Chi 2018, "Modeling task relationships
     in multi-task learning with multi-gate mixture-of-experts", KDD).
 
