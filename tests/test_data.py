@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtlcourse.data import TaskData, regression_classification, sin_cos
+from mtlcourse.data import TaskData, regression_classification, sin_cos, task_clusters
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,37 @@ def test_sin_cos_splits_are_independent_draws():
 def test_sin_cos_refuses_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         sin_cos(**kwargs)
+
+
+def test_task_clusters_tasks_of_a_cluster_share_a_subspace_and_clusters_are_orthogonal():
+    """Stein's lemma: for x ~ N(0, I), E[x f(Vx)] = V^T E[grad f], so the least-squares coefficients
+    of a target on x lie in its cluster's subspace. Three tasks of a rank-2 cluster give three
+    coefficient vectors of rank 2; two clusters give orthogonal ones."""
+    splits = task_clusters(n_test=40000, clusters=(3, 2), in_features=6, rank=2, seed=3)
+    x, y = splits.test.x.double(), splits.test.targets
+    assert list(y) == ["a1", "a2", "a3", "b1", "b2", "noise"]
+    beta = {k: torch.linalg.lstsq(x, v.double().unsqueeze(1)).solution[:, 0] for k, v in y.items()}
+    a = torch.stack([beta[k] / beta[k].norm() for k in ("a1", "a2", "a3")], 1)
+    b = torch.stack([beta[k] / beta[k].norm() for k in ("b1", "b2")], 1)
+    singular = torch.linalg.svdvals(a)
+    assert singular[2] < 0.03 * singular[0]  # rank 2 (sampling error only)
+    assert singular[1] > 0.1 * singular[0]  # and not rank 1: the tasks differ
+    assert (a.T @ b).abs().max() < 0.03
+    assert torch.equal(y["noise"], torch.zeros_like(y["noise"]))
+
+
+def test_task_clusters_noise_level_and_noiseless_test():
+    s = task_clusters(n_train=4000, n_test=4000, noise=0.5, clusters=(1,), in_features=2, seed=1)
+    # same inputs law, targets of the train split = clean + noise of variance 0.25: compare variances
+    var_train, var_test = s.train.targets["a1"].var().item(), s.test.targets["a1"].var().item()
+    assert abs((var_train - var_test) - 0.25) < 0.04
+    assert abs(s.train.targets["noise"].std().item() - 1.0) < 0.05
+
+
+def test_task_clusters_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="in_features"):
+        task_clusters(clusters=(2, 2, 2), rank=2, in_features=5)
+    with pytest.raises(ValueError, match="clusters"):
+        task_clusters(clusters=(2, 0))
+    with pytest.raises(ValueError, match="noise"):
+        task_clusters(noise=-1.0)

@@ -277,6 +277,97 @@ def gradnorm_synthetic(
     return Splits(train=draw(n_train), val=draw(n_val), test=draw(n_test))
 
 
+def task_clusters(
+    n_train: int = 256,
+    n_val: int = 256,
+    n_test: int = 1024,
+    *,
+    clusters: tuple[int, ...] = (3, 2),
+    noise_task: bool = True,
+    in_features: int = 8,
+    rank: int = 2,
+    scale: float = 2.0,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> Splits:
+    r"""Regression tasks in clusters: tasks of a cluster need the same features, other clusters others.
+
+    Cluster :math:`c` owns a ``rank``-dimensional subspace of the input, spanned by the orthonormal rows
+    of :math:`V_c` (the subspaces of different clusters are orthogonal). Task :math:`t` of cluster
+    :math:`c` is
+
+    .. math::
+        y_t = a_t^\top \tanh(s\, V_c x) + \varepsilon, \qquad
+        x \sim \mathcal N(0, I_d),\ \varepsilon \sim \mathcal N(0, \sigma^2),
+
+    with its own unit vector :math:`a_t` (drawn once) and :math:`s` = ``scale``. Tasks of one cluster
+    are therefore related (any of them teaches the features :math:`\tanh(s V_c x)` that the others
+    need); tasks of different clusters share nothing but the input. With ``noise_task`` a last task,
+    ``"noise"``, has pure noise :math:`\mathcal N(0, 1)` as its target: there is nothing to learn, only
+    to overfit. A test bed for transfer and task grouping in the spirit of the clustered tasks of
+    Evgeniou & Pontil (2004, KDD) and Jacob, Bach & Vert (2008, NeurIPS).
+
+    **The test split is noiseless**: its targets are the functions themselves (and 0 for ``"noise"``),
+    so a test error is what the model got wrong, not the irreducible :math:`\sigma^2`. Training and
+    validation targets carry the noise, as measured data would.
+
+    Parameters
+    ----------
+    n_train, n_val, n_test
+        Rows in each split, drawn independently (the subspaces and coefficients are shared).
+    clusters
+        Number of tasks in each cluster; tasks are named ``"a1", "a2", …`` (cluster a), ``"b1", …``.
+    noise_task
+        Add the task ``"noise"`` (last).
+    in_features
+        Input size :math:`d`; needs :math:`d \ge` ``rank`` × the number of clusters.
+    rank
+        Dimension of each cluster's subspace.
+    scale
+        The factor :math:`s` inside the tanh (2: clearly non-linear, rarely saturated).
+    noise
+        Standard deviation :math:`\sigma` of the noise of the training and validation targets.
+    seed
+        Seed of the generator that draws subspaces, coefficients, inputs and noise.
+
+    Returns
+    -------
+    Splits
+        ``x`` is float32 ``(N, in_features)``; every target is float32 ``(N,)``.
+    """
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(f"every split needs at least one row, got {n_train}, {n_val}, {n_test}")
+    if not clusters or any(k < 1 for k in clusters) or len(clusters) > 26:
+        raise ValueError(f"clusters must list 1 to 26 positive task counts, got {clusters}")
+    if rank < 1 or in_features < rank * len(clusters):
+        raise ValueError(
+            f"{len(clusters)} orthogonal subspaces of rank {rank} need in_features >= "
+            f"{rank * len(clusters)}, got in_features={in_features}"
+        )
+    if not (math.isfinite(scale) and scale > 0) or not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"scale must be positive and noise non-negative, got {scale}, {noise}")
+    gen = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(in_features, in_features, generator=gen))
+    tasks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for c, size in enumerate(clusters):
+        subspace = basis[:, c * rank : (c + 1) * rank].T
+        for k in range(size):
+            a = torch.randn(rank, generator=gen)
+            tasks[f"{chr(ord('a') + c)}{k + 1}"] = (subspace, a / a.norm())
+
+    def draw(n: int, noiseless: bool = False) -> TaskData:
+        x = torch.randn(n, in_features, generator=gen)
+        targets = {}
+        for name, (subspace, a) in tasks.items():
+            clean = torch.tanh(scale * x @ subspace.T) @ a
+            targets[name] = clean if noiseless else clean + noise * torch.randn(n, generator=gen)
+        if noise_task:
+            targets["noise"] = torch.zeros(n) if noiseless else torch.randn(n, generator=gen)
+        return TaskData(x, targets)
+
+    return Splits(train=draw(n_train), val=draw(n_val), test=draw(n_test, noiseless=True))
+
+
 _DIGITS: dict[str, torch.Tensor] = {}
 
 
