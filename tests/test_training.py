@@ -1,6 +1,12 @@
+import io
+import sys
+import types
+
 import pytest
 import torch
+import tqdm.notebook
 
+from mtlcourse import training
 from mtlcourse.data import TaskData, regression_classification
 from mtlcourse.models import MultiTaskModel, hard_sharing_mlp, r_post_model
 from mtlcourse.strategy import Strategy
@@ -225,3 +231,106 @@ def test_fit_adds_the_penalty_gradient_with_weight_one_and_records_its_value(spl
 
 def test_no_penalty_column_for_a_model_without_penalty(splits):
     assert "train_penalty" not in fit(_model(), TASKS, splits.train, epochs=1)
+
+
+# Progress bars: which tqdm class fit picks. Both classes are replaced by recorders, so nothing is drawn.
+
+
+class _BarRecorder:
+    """Stands in for a tqdm class: records each bar made, and iterates like the bare iterable."""
+
+    def __init__(self):
+        self.bars = []
+
+    def __call__(self, iterable, **kwargs):
+        self.bars.append(list(iterable))
+        return iterable
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """The text and the widget bar classes as recorders, ipywidgets "installed", the variable unset."""
+    text, widget = _BarRecorder(), _BarRecorder()
+    monkeypatch.setattr(training, "tqdm", text)
+    monkeypatch.setattr(tqdm.notebook, "tqdm", widget)
+    monkeypatch.setattr(tqdm.notebook, "IProgress", object)
+    monkeypatch.delenv(training.NO_PROGRESS, raising=False)
+    return {"text": text, "widget": widget}
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """A simulated Jupyter kernel: IPython's shell has a kernel, as in a notebook or Colab."""
+    shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _made(bars):
+    return {kind: len(recorder.bars) for kind, recorder in bars.items()}
+
+
+def test_a_kernel_gets_the_notebook_bar_over_every_epoch(splits, bars, kernel):
+    fit(_model(), TASKS, splits.train, epochs=3)
+    assert bars["widget"].bars == [[1, 2, 3]]
+    assert bars["text"].bars == []
+
+
+def test_a_kernel_without_ipywidgets_gets_the_text_bar(splits, bars, kernel, monkeypatch):
+    monkeypatch.setattr(tqdm.notebook, "IProgress", None)
+    fit(_model(), TASKS, splits.train, epochs=2)
+    assert _made(bars) == {"text": 1, "widget": 0}
+
+
+def test_a_terminal_gets_the_text_bar_and_a_pipe_none(splits, bars, monkeypatch):
+    fit(_model(), TASKS, splits.train, epochs=2)  # pytest's captured stderr is not a terminal
+    assert _made(bars) == {"text": 0, "widget": 0}
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    fit(_model(), TASKS, splits.train, epochs=2)
+    assert _made(bars) == {"text": 1, "widget": 0}
+
+
+@pytest.mark.parametrize("value", ["1", "yes"])
+def test_the_variable_turns_the_default_bar_off(splits, bars, kernel, monkeypatch, value):
+    monkeypatch.setenv(training.NO_PROGRESS, value)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    fit(_model(), TASKS, splits.train, epochs=2)
+    assert _made(bars) == {"text": 0, "widget": 0}
+
+
+def test_an_empty_variable_does_not(splits, bars, kernel, monkeypatch):
+    monkeypatch.setenv(training.NO_PROGRESS, "")
+    fit(_model(), TASKS, splits.train, epochs=2)
+    assert _made(bars) == {"text": 0, "widget": 1}
+
+
+def test_an_explicit_progress_wins(splits, bars, kernel, monkeypatch):
+    monkeypatch.setenv(training.NO_PROGRESS, "1")
+    fit(_model(), TASKS, splits.train, epochs=2, progress=True)
+    assert _made(bars) == {"text": 0, "widget": 1}
+    monkeypatch.delenv(training.NO_PROGRESS)
+    fit(_model(), TASKS, splits.train, epochs=2, progress=False)
+    assert _made(bars) == {"text": 0, "widget": 1}
+
+
+def test_an_explicit_bar_outside_a_kernel_is_the_text_bar(splits, bars):
+    fit(_model(), TASKS, splits.train, epochs=2, progress=True)
+    assert _made(bars) == {"text": 1, "widget": 0}
+
+
+def test_importing_ipykernel_alone_is_not_a_kernel(bars, monkeypatch):
+    # nbval's pytest plugin imports ipykernel into pytest's own process, where no kernel runs
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    assert not training._in_jupyter_kernel()
+
+
+def test_the_real_text_bar_draws_on_stderr_and_leaves_stdout_alone(splits, capsys):
+    fit(_model(), TASKS, splits.train, epochs=2, progress=True)
+    captured = capsys.readouterr()
+    assert "epochs" in captured.err
+    assert captured.out == ""

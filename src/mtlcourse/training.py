@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
@@ -82,6 +83,38 @@ def _log_line(row: dict, tasks: Sequence[Task]) -> str:
     return " | ".join(parts)
 
 
+NO_PROGRESS = "MTLCOURSE_NO_PROGRESS"
+
+
+def _in_jupyter_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (notebook, JupyterLab, Colab): IPython's shell has a kernel.
+
+    Importing ``ipykernel`` alone is not enough (nbval's pytest plugin imports it in pytest's process).
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def _progress_bar(progress: bool | None) -> type[tqdm] | None:
+    """The tqdm class that draws :func:`fit`'s bar, or ``None`` for no bar (see ``fit``'s ``progress``).
+
+    In a kernel, tqdm's widget bar if ``ipywidgets`` is installed (it draws with it), else the text bar.
+    """
+    if progress is None:
+        if os.environ.get(NO_PROGRESS):
+            return None
+        progress = _in_jupyter_kernel() or sys.stderr.isatty()
+    if not progress:
+        return None
+    if _in_jupyter_kernel():
+        from tqdm import notebook
+
+        if notebook.IProgress is not None:
+            return notebook.tqdm
+    return tqdm
+
+
 def fit(
     model: MultiTaskNetwork,
     tasks: Sequence[Task],
@@ -145,8 +178,10 @@ def fit(
     log_epochs
         Epochs after which to print one summary line (rounded, so stored notebook outputs are stable).
     progress
-        Show a tqdm progress bar; by default only when standard error is a terminal, so that no bar
-        residue ends up in stored notebook outputs.
+        Show a tqdm progress bar: a widget in a Jupyter kernel (notebook, JupyterLab, Colab), text on a
+        terminal. By default (``None``) a bar shows in a kernel or on a terminal, unless the environment
+        variable ``MTLCOURSE_NO_PROGRESS`` is non-empty (``make execute`` and ``make notebooks`` set it,
+        so that stored outputs and nbval runs stay free of bars). ``True`` or ``False`` overrides it.
     seed
         Seed of the mini-batch order.
 
@@ -183,7 +218,7 @@ def fit(
     batch = n if batch_size is None else batch_size
     gen = torch.Generator().manual_seed(seed)
     log_epochs = set(log_epochs)
-    show = sys.stderr.isatty() if progress is None else progress
+    bar = _progress_bar(progress)
     rows: list[dict] = []
     best_score, best_state, since_best = float("inf"), None, 0
     score_column = "val_score" if select == "normalized" else "val_total"
@@ -196,7 +231,8 @@ def fit(
     with torch.no_grad():
         has_penalty = model.penalty() is not None
     model.train()
-    for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not show, leave=False):
+    epoch_numbers = range(1, epochs + 1)
+    for epoch in bar(epoch_numbers, desc="epochs", leave=False) if bar is not None else epoch_numbers:
         order = torch.arange(n) if batch >= n else torch.randperm(n, generator=gen)
         sum_losses = torch.zeros(len(tasks), dtype=torch.float64)
         sum_weights = torch.zeros(len(tasks), dtype=torch.float64)
