@@ -13,6 +13,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 JB_STRICT := -W -n --keep-going
 # The same CPU kernels wherever chapters run (see the file): these override the caller's environment.
 CPU_PINS := $(shell sed -n 's/^\([A-Z_]*\) = \(.*\)/\1="\2"/p' scripts/cpu.env)
+# No progress bar in kernels that store or compare outputs (mtlcourse.training.fit reads it).
+NO_BARS := MTLCOURSE_NO_PROGRESS=1
 
 .PHONY: book test lint unit notebooks linkcheck browser execute env clean
 
@@ -42,7 +44,7 @@ unit: $(STAMP)
 # One CPU thread and AVX2 kernels (scripts/cpu.env): the stored numbers must not depend on the
 # machine's core count, its load or its CPU generation.
 notebooks: $(STAMP)
-	env $(CPU_PINS) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
+	env $(CPU_PINS) $(NO_BARS) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters
 
 # Every local link and cross-reference; external ones too with CHECK_EXTERNAL_LINKS=1 (needs a network).
@@ -57,7 +59,7 @@ test: lint unit notebooks linkcheck browser
 
 # Re-run chapters and store their outputs, timings and versions: make execute [NB=chapters/0X_....ipynb]
 execute: $(STAMP)
-	env $(CPU_PINS) $(BIN)/python scripts/execute_chapters.py $(NB)
+	env $(CPU_PINS) $(NO_BARS) $(BIN)/python scripts/execute_chapters.py $(NB)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every chapters/*.ipynb")
     notebooks = parser.parse_args().notebooks or sorted(Path("chapters").glob("*.ipynb"))
     os.environ.update(cpu_pins())  # inherited by the kernel: the same settings as `make test`
+    os.environ["MTLCOURSE_NO_PROGRESS"] = "1"  # no progress bar in the stored outputs (as `make test`)
     for path in notebooks:
         seconds = execute(path)
         print(f"{path}: {seconds:.1f} s", file=sys.stderr)
