@@ -1,14 +1,16 @@
 """The built website, opened page by page in headless Chromium.
 
 Run after ``jupyter-book build .`` (``make browser`` does both). The site is served from ``_build/html``
-on 127.0.0.1, every request that is not to loopback is blocked, and a screenshot of each page is saved
-under ``_build/screenshots`` (a build artifact, not committed).
+on 127.0.0.1, every request that is not to loopback is blocked (and recorded: no page may even try one,
+so MathJax must come from the site itself), and a screenshot of each page is saved under
+``_build/screenshots`` (a build artifact, not committed).
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-# The one remote resource the theme loads: MathJax from its CDN. It is blocked here like everything
-# else that is not loopback; a reader's browser fetches it.
-EXPECTED_REMOTE_HOSTS = {"cdn.jsdelivr.net"}
 # A term from a chapter's prose that the search page must find, and the page it must find it on.
 SEARCH_TERM, SEARCH_HIT = "GradNorm", "chapters/05_gradnorm.html"
 
@@ -33,6 +32,35 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 PAGES = [TOC["root"]] + [c["file"] for part in TOC["parts"] for c in part["chapters"]]
 CHAPTERS = [p for p in PAGES if p.startswith("chapters/")]
+# TeX delimiters that MathJax replaces: one left in the text is a formula the reader sees as source.
+RAW_TEX = re.compile(r"\\[()\[\]]|\$\$")
+# Where TeX-like text is code, not math (MathJax skips these elements too).
+NOT_PROSE = ("pre", "code", "script", "style", "textarea")
+
+
+def _prose_text(soup: BeautifulSoup) -> str:
+    return " ".join(
+        text for text in soup.find_all(string=True) if not any(p.name in NOT_PROSE for p in text.parents)
+    )
+
+
+def math_pages() -> dict[str, int]:
+    """Every built page with math, from its HTML: elements of class ``math``, or TeX delimiters in the
+    prose. Mapped to its number of display formulas. Empty before the site is built."""
+    found = {}
+    for path in sorted(HTML.rglob("*.html")):
+        relative = path.relative_to(HTML)
+        if relative.parts[0] in {"_static", "_sources", "_images"}:
+            continue
+        soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+        if soup.select(".math") or RAW_TEX.search(_prose_text(soup)):
+            found[relative.with_suffix("").as_posix()] = len(soup.select("div.math"))
+    return found
+
+
+MATH_PAGES = math_pages()
+# Two chapters with display formulas (the first two in reading order) get a screenshot of one.
+MATH_SCREENSHOTS = [c for c in CHAPTERS if MATH_PAGES.get(c, 0) > 0][:2]
 
 
 def colab_link(page: str) -> str:
@@ -170,7 +198,7 @@ def test_page(page: Page, site: str, remote_requests: list[str], name: str):
     assert images_not_loaded(page) == []
     assert visible_errors(page) == []
     assert broken_internal_links(page, site) == []
-    assert {urlsplit(url).hostname for url in remote_requests} <= EXPECTED_REMOTE_HOSTS
+    assert remote_requests == [], "the page tried to reach the network (blocked)"
 
     if name in CHAPTERS:
         figures = page.locator(".cell_output img")
@@ -179,6 +207,74 @@ def test_page(page: Page, site: str, remote_requests: list[str], name: str):
         assert colab.count() >= 1, "the chapter has no Open in Colab link"
         assert {colab.nth(k).get_attribute("href") for k in range(colab.count())} == {colab_link(name)}
         assert page.locator("div.cell_input button.copybtn").count() >= 1, "code cells have copy buttons"
+
+
+def typeset_math(page: Page) -> dict:
+    """Wait for MathJax's first typeset pass, then report what a reader would still see as TeX.
+
+    Returns ``status`` ('typeset', or why not), the numbers of ``.math`` elements and of MathJax's
+    ``mjx-container`` outputs, the ``.math`` elements left without an output, MathJax's TeX errors
+    (``mjx-merror``), raw delimiters left in the visible text (``innerText`` with code hidden), and raw
+    delimiters left in any prose text node, hidden ones too (closed solutions, collapsed outputs).
+    """
+    return page.evaluate(
+        """async ([pattern, notProse]) => {
+            const deadline = Date.now() + 20000;
+            while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+                if (Date.now() > deadline) return {status: 'MathJax never loaded (no MathJax.startup)'};
+                await new Promise(resolve => setTimeout(resolve, 100));
+            }
+            await MathJax.startup.promise;
+            const tex = new RegExp(pattern);
+            const excerpt = (text, at) => text.slice(Math.max(0, at - 30), at + 50);
+            const skip = notProse.join(', ') + ', mjx-container';
+            const hidden = [];
+            const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const at = node.textContent.search(tex);
+                if (at >= 0 && !node.parentElement.closest(skip)) hidden.push(excerpt(node.textContent, at));
+            }
+            const noCode = document.createElement('style');
+            noCode.textContent = notProse.join(', ') + ' { display: none !important; }';
+            document.head.appendChild(noCode);
+            const visible = document.body.innerText;
+            noCode.remove();
+            const at = visible.search(tex);
+            const math = Array.from(document.querySelectorAll('.math'));
+            return {
+                status: 'typeset',
+                math: math.length,
+                containers: document.querySelectorAll('mjx-container').length,
+                untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent),
+                errors: Array.from(document.querySelectorAll('mjx-merror'), e => e.textContent),
+                visible_raw: at >= 0 ? [excerpt(visible, at)] : [],
+                raw: hidden,
+            };
+        }""",
+        [RAW_TEX.pattern, list(NOT_PROSE)],
+    )
+
+
+def test_math_pages_are_found():
+    assert MATH_PAGES, "no built page has math: build the site first (make book), or the detection broke"
+    assert len(MATH_SCREENSHOTS) == 2, "two chapters with display math are needed for the screenshots"
+
+
+@pytest.mark.parametrize("name", list(MATH_PAGES))
+def test_math_is_typeset_offline(page: Page, site: str, remote_requests: list[str], name: str):
+    open_page(page, f"{site}/{name}.html")
+    result = typeset_math(page)
+    assert result["status"] == "typeset", result["status"]
+    if name in MATH_SCREENSHOTS:
+        page.locator("div.math mjx-container").first.evaluate("e => e.scrollIntoView({block: 'center'})")
+        screenshot(page, "math-" + name.replace("/", "__"))
+
+    assert remote_requests == [], "MathJax (or anything else) was requested from the network"
+    assert result["containers"] >= max(result["math"], 1), "MathJax produced fewer outputs than formulas"
+    assert result["untypeset"] == [], "formulas left as TeX"
+    assert result["visible_raw"] == [], "raw TeX delimiters in the visible text (innerText)"
+    assert result["raw"] == [], "raw TeX delimiters left in the text of hidden prose"
+    assert result["errors"] == [], "MathJax could not parse these formulas"
 
 
 WITH_SOLUTIONS = [c for c in CHAPTERS if "{solution-start}" in (ROOT / f"{c}.ipynb").read_text()]
