@@ -12,6 +12,7 @@ reports the median of the per-repeat ratios ours / torchjd (< 1: ours is faster)
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -20,11 +21,13 @@ from functools import partial
 import pandas as pd
 import torch
 import torchjd.aggregation as tja
+import torchjd.autogram as tjag
 import torchjd.autojac as tjac
 from torch import nn
 
 from mtlcourse import aggregation as ours
-from mtlcourse.autojac import jacobian, mtl_backward
+from mtlcourse.autogram import gramian_backward
+from mtlcourse.autojac import backward, jacobian, mtl_backward
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -184,6 +187,52 @@ def bench_step_cost(repeats: int) -> list[dict]:
     ]
 
 
+def iwrm_steps(batch: int) -> dict[str, Callable[[], None]]:
+    """One IWRM backward pass (one loss per example, UPGrad) on a digits-sized MLP, three ways."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(144, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    x, y = torch.randn(batch, 144), torch.randint(0, 10, (batch,))
+
+    def losses() -> torch.Tensor:
+        return nn.functional.cross_entropy(model(x), y, reduction="none")
+
+    upgrad = ours.UPGrad()
+    hooked = copy.deepcopy(model)  # torchjd's engine hooks its model: every forward must go through it
+    engine = tjag.Engine(hooked, batch_dim=0)
+    weighting = tja.UPGradWeighting()
+
+    def gramian_route() -> None:
+        model.zero_grad()
+        gramian_backward(model, losses, upgrad.weights_from_gramian)
+
+    def jacobian_route() -> None:
+        model.zero_grad()
+        backward(losses(), model.parameters(), upgrad)
+
+    def torchjd_autogram() -> None:
+        hooked.zero_grad()
+        values = nn.functional.cross_entropy(hooked(x), y, reduction="none")
+        values.backward(weighting(engine.compute_gramian(values)))
+
+    return {"gramian": gramian_route, "jacobian": jacobian_route, "autogram": torchjd_autogram}
+
+
+IWRM_REFERENCES = {
+    "jacobian": "autojac.backward (J formed)",
+    "autogram": "torchjd autogram + UPGradWeighting",
+}
+
+
+def bench_iwrm(repeats: int) -> list[dict]:
+    rows = []
+    for batch in [16, 32, 64]:  # UPGrad solves N QPs of size N: beyond ~100 examples it dominates
+        steps = iwrm_steps(batch)
+        for reference, label in IWRM_REFERENCES.items():
+            result = interleaved(steps["gramian"], steps[reference], repeats)
+            rows.append({"benchmark": f"IWRM UPGrad, Gramian route, N={batch}", "reference": label, **result})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, to check that everything runs")
@@ -194,7 +243,7 @@ def main() -> None:
     repeats = 5 if args.quick else 31
     rows = bench_aggregators(repeats)
     if not args.aggregators_only:
-        rows += bench_backward(repeats) + bench_step_cost(repeats)
+        rows += bench_backward(repeats) + bench_step_cost(repeats) + bench_iwrm(repeats)
     table = pd.DataFrame(rows)
     print(f"torch {torch.__version__}, {args.threads} threads, {repeats} interleaved repeats, median times\n")
     print(table.to_markdown(index=False, floatfmt=".3g"))

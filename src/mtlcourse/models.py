@@ -12,8 +12,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+# What the shared part of a network hands to the task-specific parts: one tensor or a tuple of them.
 Features = torch.Tensor | tuple[torch.Tensor, ...]
-"""What the shared part of a network hands to the task-specific parts: one tensor or a tuple of them."""
 
 
 class MultiTaskNetwork(nn.Module):

@@ -361,7 +361,7 @@ def sharing_diagram(m: int = 2) -> Figure:
 
     Returns
     -------
-    Figure
+    matplotlib.figure.Figure
         One row of four panels, axes off; the same drawing on every call.
     """
     if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 2:
