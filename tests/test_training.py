@@ -184,6 +184,25 @@ def test_weighted_selection_uses_the_strategys_weighted_validation_loss(splits):
     assert history.attrs["best_epoch"] == history.loc[history["val_total"].idxmin(), "epoch"]
 
 
+def test_selection_on_named_tasks_ignores_the_others(splits):
+    """With select=[task], the score is that task's normalised validation loss alone: the other task's
+    losses do not move the best epoch (checked against the history's own columns)."""
+    model = _model()
+    with torch.no_grad():
+        before, _, _ = task_losses(model.eval(), TASKS, splits.val.x, splits.val.targets)
+    history = fit(model, TASKS, splits.train, splits.val, epochs=30, lr=0.05, select=["classification"])
+    expected = history["val_loss_classification"] / before[1].item()
+    assert history["val_score"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-6)
+    assert history.attrs["select"] == ("classification",)
+    assert history.attrs["best_epoch"] == history.loc[history["val_loss_classification"].idxmin(), "epoch"]
+
+
+@pytest.mark.parametrize("select", [[], ["regression", "regression"], ["other"]])
+def test_selection_must_name_distinct_known_tasks(splits, select):
+    with pytest.raises(ValueError, match="select must name distinct tasks"):
+        fit(_model(), TASKS, splits.train, splits.val, epochs=1, select=select)
+
+
 def test_unknown_selection_is_refused(splits):
     with pytest.raises(ValueError, match="select"):
         fit(_model(), TASKS, splits.train, splits.val, epochs=1, select="val_total")

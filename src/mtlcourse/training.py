@@ -129,7 +129,7 @@ def fit(
     batch_size: int | None = None,
     clip_grad_norm: float | None = None,
     patience: int | None = None,
-    select: Selection = "normalized",
+    select: Selection | Sequence[str] = "normalized",
     log_epochs: Iterable[int] = (),
     progress: bool | None = None,
     seed: int = 0,
@@ -174,7 +174,10 @@ def fit(
         divided by its value before training — one fixed criterion whatever the strategy, so that
         methods are compared at epochs chosen the same way. ``"weighted"``: ``val_total``, the
         validation losses weighted by the strategy's *current* weights; it moves with those weights,
-        so two strategies are then selected by different yardsticks.
+        so two strategies are then selected by different yardsticks. A sequence of task names: the
+        normalised sum over those tasks only — for auxiliary tasks, which are trained for the sake of
+        a main task and should not decide when training stops (Ruder 2017, "An overview of multi-task
+        learning in deep neural networks", Sec. 9.2).
     log_epochs
         Epochs after which to print one summary line (rounded, so stored notebook outputs are stable).
     progress
@@ -194,16 +197,25 @@ def fit(
         ``train_total``), and with ``val``:
         ``val_loss_<task>``, ``val_total``, ``val_acc_<task>`` for classification tasks and
         ``val_r2_<task>`` (coefficient of determination) for regression tasks, and ``val_score``
-        (the normalised sum above). ``history.attrs["best_epoch"]`` is the epoch with the lowest
-        selection score, ``history.attrs["select"]`` names it (with ``val``).
+        (the normalised sum above, over the selected tasks when ``select`` names them).
+        ``history.attrs["best_epoch"]`` is the epoch with the lowest selection score,
+        ``history.attrs["select"]`` names it (with ``val``; a tuple when ``select`` names tasks).
     """
     _check_tasks(model, tasks, train, val)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     if patience is not None and val is None:
         raise ValueError("early stopping (patience) needs validation data")
-    if select not in SELECTIONS:
-        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    names = [t.name for t in tasks]
+    if isinstance(select, str):
+        if select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS} or a list of task names, got {select!r}")
+        scored = names
+    else:
+        scored = list(select)
+        if not scored or len(set(scored)) != len(scored) or not set(scored) <= set(names):
+            raise ValueError(f"select must name distinct tasks among {names}, got {select!r}")
+        select = tuple(scored)
     strategy = strategy if strategy is not None else equal_weights(len(tasks))
     strategy.reset()
     device = next(model.parameters()).device
@@ -221,7 +233,7 @@ def fit(
     bar = _progress_bar(progress)
     rows: list[dict] = []
     best_score, best_state, since_best = float("inf"), None, 0
-    score_column = "val_score" if select == "normalized" else "val_total"
+    score_column = "val_total" if select == "weighted" else "val_score"
     if val is not None:
         initial_val_losses = _validate(model, tasks, val, torch.zeros(len(tasks), dtype=torch.float64))
         initial = [initial_val_losses[f"val_loss_{t.name}"] for t in tasks]
@@ -268,7 +280,11 @@ def fit(
         row |= {f"weight_{t.name}": v.item() for t, v in zip(tasks, sum_weights / steps, strict=True)}
         if val is not None:
             row |= _validate(model, tasks, val, weights)
-            normalised = (row[f"val_loss_{t.name}"] / v0 for t, v0 in zip(tasks, initial, strict=True))
+            normalised = (
+                row[f"val_loss_{t.name}"] / v0
+                for t, v0 in zip(tasks, initial, strict=True)
+                if t.name in scored
+            )
             row["val_score"] = sum(normalised)
         rows.append(row)
         strategy.end_epoch(row)
