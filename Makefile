@@ -35,8 +35,13 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --builder html $(JB_STRICT)
 	@echo "The course is in _build/html/index.html"
 
+# The workflow files too. actionlint's shellcheck and pyflakes passes are off, so that the answer does
+# not depend on what else is on PATH (GitHub's runners have shellcheck; a reader's machine may not).
+ACTIONLINT := $(BIN)/actionlint -shellcheck= -pyflakes=
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(ACTIONLINT)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/browser
