@@ -47,10 +47,11 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 # One CPU thread and AVX2 kernels (scripts/cpu.env): the stored numbers must not depend on the
-# machine's core count, its load or its CPU generation.
+# machine's core count, its load or its CPU generation. The chapters, and the back matter's notebooks
+# (book/own_problem.ipynb: every code block of that page runs here).
 notebooks: $(STAMP)
 	env $(CPU_PINS) $(NO_BARS) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters
+		--nbval-sanitize-with tests/nbval_sanitize.cfg chapters $(wildcard book/*.ipynb)
 
 # Every local link and cross-reference; external ones too with CHECK_EXTERNAL_LINKS=1 (needs a network).
 linkcheck: $(STAMP)
@@ -63,6 +64,7 @@ browser: book $(CHROMIUM)
 test: lint unit notebooks linkcheck browser
 
 # Re-run chapters and store their outputs, timings and versions: make execute [NB=chapters/0X_....ipynb]
+# (a back-matter notebook only by name: make execute NB=book/own_problem.ipynb)
 execute: $(STAMP)
 	env $(CPU_PINS) $(NO_BARS) $(BIN)/python scripts/execute_chapters.py $(NB)
 
