@@ -5,6 +5,13 @@ r"""Jacobian descent in a few functions: the Jacobian of the losses, and backwar
 so any ``torch.optim`` optimizer can take the step. The conventions are those of ``torchjd.autojac``
 (``mtl_backward`` leaves the same ``.grad`` as ``torchjd.autojac.mtl_backward`` followed by
 ``torchjd.autojac.jac_to_grad``).
+
+**Non-finite values propagate, as with** ``loss.backward()``: a NaN or infinite loss or Jacobian entry gives
+a non-finite ``.grad`` (and NaN weights when the aggregator cannot weigh such a Jacobian), never an error.
+This is what ``torch.amp.GradScaler`` needs: when a float16 backward pass overflows, ``scaler.step`` finds
+the inf in ``.grad``, skips the step and lowers the scale. Check the losses yourself if a non-finite value
+should stop training (``fit`` does). Calling an aggregator directly on such a ``J`` still raises
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from .aggregation.base import Aggregator, aggregate
+from .aggregation.base import Aggregator, aggregate, autocast_off
 
 __all__ = ["backward", "jacobian", "mtl_backward"]
 
@@ -168,8 +175,6 @@ def _check_losses(losses: Sequence[Tensor] | Tensor) -> Tensor:
             raise TypeError(f"losses[{i}] must be a tensor, got {type(loss).__name__}.")
         if loss.ndim != 0:
             raise ValueError(f"losses[{i}] must be a scalar, got a tensor of shape {tuple(loss.shape)}.")
-        if not torch.isfinite(loss):
-            raise ValueError(f"losses[{i}] is not finite ({loss.item()}).")
         if not loss.requires_grad:
             raise ValueError(f"losses[{i}] does not require grad: it is not attached to any parameter.")
     return torch.stack(losses)
@@ -218,8 +223,9 @@ def _flat_jacobian(jacobians: Sequence[Tensor]) -> Tensor:
 
 def _aggregate(aggregator: Callable[[Tensor], Tensor], J: Tensor) -> tuple[Tensor, Tensor | None]:
     if isinstance(aggregator, Aggregator):
-        return aggregate(aggregator, J)
-    return aggregator(J), None
+        return aggregate(aggregator, J, nonfinite="propagate")
+    with autocast_off(J.device):  # e.g. a torchjd aggregator: its Gramian in J's dtype, not autocast's
+        return aggregator(J), None
 
 
 def _accumulate(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:

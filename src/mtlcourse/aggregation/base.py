@@ -2,8 +2,10 @@ r"""The common shape of every aggregator: a direction :math:`d = J^\top w` from 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,12 +32,46 @@ def check_jacobian(J: object) -> Tensor:
     return J
 
 
-def aggregate(aggregator: Aggregator, J: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate ``J``; return the direction ``weights @ J`` and the weights, both without autograd graph."""
-    direction, weights = aggregator._direction_and_weights(check_jacobian(J).detach())
-    if not math.isfinite(direction.sum().item()):  # a NaN or inf entry makes the sum non-finite
+def aggregate(
+    aggregator: Aggregator, J: Tensor, *, nonfinite: Literal["raise", "propagate"] = "raise"
+) -> tuple[Tensor, Tensor]:
+    """Validate ``J``; return the direction ``weights @ J`` and the weights, both without autograd graph.
+
+    The whole computation runs with autocast off on ``J``'s device (the Gramian and the direction are
+    formed in float64 where the aggregator says so, never in a float16/bfloat16 that an enclosing
+    ``torch.autocast`` would pick).
+
+    Parameters
+    ----------
+    nonfinite : {"raise", "propagate"}, default "raise"
+        What a Jacobian with a NaN or infinite entry gives. ``"raise"``: a ``ValueError`` (what calling an
+        aggregator does). ``"propagate"``: a non-finite direction, as ``loss.backward()`` gives a non-finite
+        ``.grad`` (what :mod:`mtlcourse.autojac` does, so that ``torch.amp.GradScaler`` sees the overflow of a
+        float16 backward pass, skips the step and lowers its scale); the weights are then NaN when the
+        aggregator could not compute any. This mode adds no host-device synchronisation on the finite path.
+    """
+    if nonfinite not in ("raise", "propagate"):
+        raise ValueError(f"nonfinite must be 'raise' or 'propagate', got {nonfinite!r}.")
+    J = check_jacobian(J).detach()
+    with autocast_off(J.device):
+        try:
+            direction, weights = aggregator._direction_and_weights(J)
+        except ValueError:
+            if nonfinite == "raise" or bool(torch.isfinite(J).all()):
+                raise
+            # The weights could not be computed (a non-finite Gramian): NaN everywhere, as a solver given NaN
+            # would return. A finite-weight path needs nothing: w @ J is non-finite wherever J is.
+            return J.new_full((J.shape[1],), math.nan), J.new_full((J.shape[0],), math.nan)
+    if nonfinite == "raise" and not math.isfinite(direction.sum().item()):  # NaN or inf makes the sum so
         raise ValueError(NON_FINITE)
     return direction, weights
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """A context in which ``torch.autocast`` is disabled for ``device``'s type (a no-op where it has none)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class Aggregator(ABC):
@@ -63,7 +99,10 @@ class Aggregator(ABC):
         return weights @ J, weights
 
     def __call__(self, J: Tensor) -> Tensor:
-        r"""Direction :math:`J^\top w` of shape ``(n,)`` for a Jacobian ``J`` of shape ``(m, n)``."""
+        r"""Direction :math:`J^\top w` of shape ``(n,)`` for a Jacobian ``J`` of shape ``(m, n)``.
+
+        Raises ``ValueError`` if ``J`` has a NaN or infinite entry. Computed with autocast off.
+        """
         return aggregate(self, J)[0]
 
     def __repr__(self) -> str:
@@ -76,7 +115,8 @@ def gramian64(J: Tensor) -> Tensor:
     Raises ``ValueError`` if it is not finite, i.e. if ``J`` has a NaN or infinite entry (or overflows).
     """
     J = J.detach().to(torch.float64)
-    G = J @ J.T
+    with autocast_off(J.device):  # float64 is not autocast today; this says so and keeps it so
+        G = J @ J.T
     if not math.isfinite(G.sum().item()):
         raise ValueError(NON_FINITE)
     return G
@@ -93,7 +133,8 @@ class GramianWeightedAggregator(Aggregator):
 
     def weights(self, J: Tensor) -> Tensor:
         """Weights ``weights_from_gramian(J Jᵀ)``, the Gramian formed in float64; ``J``'s dtype and device."""
-        return self.weights_from_gramian(gramian64(J)).to(dtype=J.dtype, device=J.device)
+        with autocast_off(J.device):
+            return self.weights_from_gramian(gramian64(J)).to(dtype=J.dtype, device=J.device)
 
     def _direction_and_weights(self, J: Tensor) -> tuple[Tensor, Tensor]:
         """The direction is formed in float64 from the float64 weights, then rounded once to ``J``'s dtype:
