@@ -49,8 +49,16 @@ class TaskData:
         return list(self.targets)
 
     def subset(self, index: torch.Tensor) -> TaskData:
-        """Rows ``index`` of the inputs and of every target."""
-        return TaskData(self.x[index], {k: v[index] for k, v in self.targets.items()})
+        """Rows ``index`` of the inputs and of every target.
+
+        A tensor ``index`` may sit on another device than the data (e.g. a permutation drawn on the GPU for
+        data kept on the CPU): it is moved to the data's device first, as indexing requires.
+        """
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t[index.to(t.device)] if isinstance(index, torch.Tensor) else t[index]
+
+        return TaskData(rows(self.x), {k: rows(v) for k, v in self.targets.items()})
 
     def to(self, device: torch.device | str) -> TaskData:
         """A copy with every tensor on ``device``."""

@@ -2,6 +2,8 @@
 
 Each checker compares a reader's function with the package's tested reference on random inputs,
 prints a one-line verdict (or the first counterexample) and returns ``True`` when everything agrees.
+The inputs are CPU tensors; what the reader's function returns is brought to the CPU before it is compared,
+so a function that works on the GPU internally is checked too.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def check_aggregator(
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             print(f"✗ expected a tensor of shape {tuple(expected.shape)}, got {shape}")
             return False
+        got = got.detach().cpu()
         if not torch.allclose(got.double(), expected, atol=atol, rtol=0):
             print(
                 f"✗ Jacobian {k} of {trials} differs (largest difference {(got - expected).abs().max():.2e}):"
@@ -111,8 +114,8 @@ def check_gradnorm_loss(
             weights = start.clone().requires_grad_(True)
             value = fn(weights, grad_norms, inverse_rates, alpha)
             (grad,) = torch.autograd.grad(value, weights)
-            values.append(value.detach())
-            grads.append(grad)
+            values.append(value.detach().cpu())
+            grads.append(grad.cpu())
         if not torch.allclose(values[0], values[1], rtol=rtol):
             print(f"✗ case {k}: L_grad = {values[0].item():.6g}, expected {values[1].item():.6g}")
             return False
@@ -162,14 +165,14 @@ def _top_k_gate_failure(
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
         what = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         return f"expected weights of shape {shape}, got {what}"
-    weights = got.detach().double()
+    weights = got.detach().cpu().double()
     sums = weights.sum(-1)
     if not torch.allclose(sums, torch.ones_like(sums)):
         return f"rows must sum to 1, the first rows sum to {sums.flatten()[:4].numpy().round(4)}"
     nonzero = (weights != 0).sum(-1)
     if (nonzero != k).any():
         return f"a row has {nonzero[nonzero != k].flatten()[0].item()} non-zero weights, expected exactly k"
-    if not torch.allclose(permuted.detach().double(), weights[..., perm], atol=atol, rtol=0):
+    if not torch.allclose(permuted.detach().cpu().double(), weights[..., perm], atol=atol, rtol=0):
         return "permuting the experts does not permute the weights"
     expected = top_k_gate_reference(logits, k)
     if not torch.allclose(weights, expected, atol=atol, rtol=0):
@@ -182,11 +185,11 @@ def _top_k_gate_failure(
         )
     if not got.requires_grad:
         return "the weights are not differentiable with respect to the logits"
-    (grad,) = torch.autograd.grad(got, z, cotangent.to(got.dtype), allow_unused=True)
+    (grad,) = torch.autograd.grad(got, z, cotangent.to(dtype=got.dtype, device=got.device), allow_unused=True)
     reference_logits = logits.clone().requires_grad_(True)
     reference = top_k_gate_reference(reference_logits, k)
     (expected_grad,) = torch.autograd.grad(reference, reference_logits, cotangent)
-    if grad is None or not torch.allclose(grad.double(), expected_grad, atol=atol, rtol=0):
+    if grad is None or not torch.allclose(grad.cpu().double(), expected_grad, atol=atol, rtol=0):
         return "the weights are right but their gradient with respect to the logits is not"
     return None
 

@@ -92,7 +92,8 @@ def report(
 ) -> pd.DataFrame:
     """One row per (task, metric): MSE, RMSE, MAE, R² for regression; BCE, accuracy, AUC for binary tasks.
 
-    Multiclass tasks get cross-entropy and accuracy.
+    Multiclass tasks get cross-entropy and accuracy. Every score is computed on the CPU, so outputs and
+    targets may come from any device (each may be on a different one).
     """
     rows = []
     for task in tasks:
@@ -106,7 +107,8 @@ def report(
             }
         elif task.kind == "binary":
             scores = {"BCE": bce(out, y), "Accuracy": accuracy(out, y), "AUC": roc_auc(out, y)}
-        else:
+        else:  # on the CPU, as the other metrics: the outputs and targets may sit on different devices
+            out, y = out.detach().cpu(), y.cpu()
             scores = {"Cross-entropy": task.loss(out, y).item(), "Accuracy": task.accuracy(out, y)}
         rows += [{"task": task.name, "metric": k, "value": v} for k, v in scores.items()]
     return pd.DataFrame(rows)

@@ -47,19 +47,23 @@ class Task:
         return F.binary_cross_entropy_with_logits(output, target)
 
     def accuracy(self, output: torch.Tensor, target: torch.Tensor) -> float | None:
-        """Fraction of correct predictions (threshold 0.5 / arg-max); ``None`` for regression."""
+        """Fraction of correct predictions (threshold 0.5 / arg-max); ``None`` for regression.
+
+        The targets are compared on the predictions' device (e.g. CPU predictions with GPU targets).
+        """
         if self.kind == "regression":
             return None
         predicted = output.argmax(dim=-1) if self.kind == "multiclass" else (output > 0).to(target.dtype)
-        return (predicted == target).float().mean().item()
+        return (predicted == target.to(predicted.device)).float().mean().item()
 
     def r2(self, output: torch.Tensor, target: torch.Tensor) -> float | None:
         r"""Coefficient of determination :math:`1 - \sum(\hat y - y)^2 / \sum(y - \bar y)^2`.
 
-        ``None`` unless the task is a regression.
+        ``None`` unless the task is a regression. The targets are moved to the outputs' device.
         """
         if self.kind != "regression":
             return None
+        target = target.to(output.device)
         residual = (output - target).pow(2).sum()
         spread = (target - target.mean()).pow(2).sum()
         return (1 - residual / spread).item()

@@ -389,7 +389,7 @@ def _jacobians(problem: ToyProblem, x: Tensor, m: int) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         x_rep = x.detach().unsqueeze(1).expand(-1, m, -1).clone().requires_grad_(True)
         losses = problem.losses(x_rep)  # (S, m copies, m objectives)
-        eye = torch.eye(m, dtype=losses.dtype)
+        eye = torch.eye(m, dtype=losses.dtype, device=losses.device)
         (J,) = torch.autograd.grad((losses * eye).sum(), x_rep)
     return losses[:, 0].detach(), J
 
@@ -588,7 +588,8 @@ def trajectories(
     Returns
     -------
     Trajectories
-        ``points`` ``(S, T, 2)``, ``losses`` ``(S, T, m)``, ``weights`` ``(S, T, m)`` or ``None``, ``steps``.
+        ``points`` ``(S, T, 2)``, ``losses`` ``(S, T, m)``, ``weights`` ``(S, T, m)`` or ``None``, ``steps``,
+        all on the device of ``starts`` (whichever engine ran).
     """
     if dtype is None:
         floating = isinstance(starts, Tensor) and starts.is_floating_point()
@@ -618,8 +619,9 @@ def trajectories(
     weigh = _scalar_weights(aggregator) if fast and type(problem) in _SCALAR_PROBLEMS else None
     if weigh is not None:
         rows = _scalar_run(problem, weigh, x.tolist(), steps, lr, optimizer == "adam", record_every, eps)
-        points, losses, weights = (part.contiguous() for part in torch.tensor(rows, dtype=dtype).split(2, -1))
-        return Trajectories(points, losses, weights, torch.arange(T) * record_every)
+        table = torch.tensor(rows, dtype=dtype, device=x.device)
+        points, losses, weights = (part.contiguous() for part in table.split(2, -1))
+        return Trajectories(points, losses, weights, torch.arange(T, device=x.device) * record_every)
     with torch.no_grad():
         m = problem.losses(x).shape[-1]
     points, losses_out = x.new_empty(S, T, 2), x.new_empty(S, T, m)
@@ -644,7 +646,7 @@ def trajectories(
             if direction.shape != x.shape:
                 raise ValueError(f"The aggregator returned directions of shape {tuple(direction.shape[1:])}.")
         opt.step(x, direction)
-    return Trajectories(points, losses_out, weights_out, torch.arange(T) * record_every)
+    return Trajectories(points, losses_out, weights_out, torch.arange(T, device=x.device) * record_every)
 
 
 def landscape(

@@ -30,7 +30,8 @@ class PCGrad(GramianWeightedAggregator):
     generator : torch.Generator, optional
         Source of the random task orders. By default the global torch RNG is used, with exactly the calls
         ``torchjd.aggregation.PCGrad`` makes, so both give the same result after the same
-        ``torch.manual_seed``.
+        ``torch.manual_seed``. A generator on another device (e.g. ``torch.Generator("cuda")``) works too: the
+        orders are drawn on its device (``torch.randperm`` takes only a generator of the device it draws on).
 
     Notes
     -----
@@ -45,7 +46,15 @@ class PCGrad(GramianWeightedAggregator):
     """
 
     def __init__(self, generator: torch.Generator | None = None) -> None:
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         self.generator = generator
+
+    def _order(self, m: int) -> list[int]:
+        """A random order of the ``m`` tasks, drawn on the generator's device."""
+        if self.generator is None:
+            return torch.randperm(m).tolist()
+        return torch.randperm(m, generator=self.generator, device=self.generator.device).tolist()
 
     def weights_from_gramian(self, G: Tensor) -> Tensor:
         dtype, device = G.dtype, G.device
@@ -55,7 +64,7 @@ class PCGrad(GramianWeightedAggregator):
         for i in range(m):
             projected = np.zeros(m)  # g_i^PC = J^T projected
             projected[i] = 1.0
-            for j in torch.randperm(m, generator=self.generator).tolist():
+            for j in self._order(m):
                 inner = G[j] @ projected
                 if j != i and inner < 0.0:
                     projected[j] -= inner / G[j, j]
