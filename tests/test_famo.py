@@ -144,3 +144,58 @@ def test_wrong_number_of_losses_is_named_and_repr_names_the_parameters():
     with pytest.raises(ValueError, match="built for 3 tasks"):
         FAMO(3).weights(torch.ones(2), r_post_model())
     assert repr(FAMO(2)) == "FAMO(m=2, min_losses=[0.0, 0.0], lr=0.025, weight_decay=0.001)"
+
+
+def test_fit_with_mini_batches_follows_the_official_procedure():
+    """Mini-batches: fit's after_step hook gives FAMO the losses recomputed on the same batch after the
+    step, as the official code does (torchjd's FAMO driven by hand as the oracle)."""
+    scalarization = pytest.importorskip("torchjd.scalarization")
+    train = _splits().train
+    torch.manual_seed(0)
+    model = r_post_model()
+    history = fit(model, TASKS, train, strategy=FAMO(2), epochs=3, lr=0.05, batch_size=16, seed=4)
+
+    torch.manual_seed(0)
+    reference = r_post_model()
+    theirs = scalarization.FAMO(2).double()
+    opt = torch.optim.Adam(reference.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        order = torch.randperm(len(train), generator=gen)
+        for start in range(0, len(train), 16):
+            idx = order[start : start + 16]
+            x, targets = train.x[idx], {k: v[idx] for k, v in train.targets.items()}
+            losses, _, _ = task_losses(reference, TASKS, x, targets)
+            opt.zero_grad()
+            theirs(losses).backward()
+            opt.step()
+            with torch.no_grad():
+                after, _, _ = task_losses(reference, TASKS, x, targets)
+            theirs.update(after)
+    assert len(history) == 3
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_strategies_without_the_hook_cost_no_extra_forward_pass():
+    """Equal weights: one trunk forward per step; FAMO: one more, for the update after the step."""
+    calls = []
+    model = r_post_model()
+    model.trunk = torch.nn.Sequential(model.trunk, _Recorder(calls))
+    fit(model, TASKS, _splits().train, epochs=2, batch_size=40)
+    equal_weight_calls = len(calls)
+    calls.clear()
+    fit(model, TASKS, _splits().train, strategy=FAMO(2), epochs=2, batch_size=40)
+    assert len(calls) == 2 * equal_weight_calls
+
+
+class _Recorder(torch.nn.Module):
+    """Identity layer that records every forward call."""
+
+    def __init__(self, calls: list) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(x))
+        return x

@@ -34,16 +34,13 @@ class FAMO(LossWeighting):
     backward pass: no Jacobian, no Gramian.
 
     **When the update happens.** The official code recomputes the losses on the same batch after
-    ``optimizer.step()`` and calls ``update(new_losses)``. ``fit`` gives a strategy no hook after the step,
-    so :meth:`backward` first applies the update of the *previous* step with the losses it is called with,
-    which are the losses after the previous optimiser step: with full-batch training (``fit``'s default)
-    these are exactly the official code's recomputed losses, at no extra forward pass. With mini-batches
-    they are measured on the next batch, so :math:`\delta` also contains the change of batch (noise of
-    zero mean); for the official procedure, call :meth:`update` yourself with the losses recomputed on the
-    same batch after the step: the next :meth:`backward` then skips its own update. The update of the
-    last step of a run is never applied (it would only matter to a next step). The logits are not among
-    ``parameters()``, so ``fit``'s optimiser never touches them; :meth:`reset` (called by ``fit`` at the
-    start of every run) puts them back to 0 and discards the Adam state.
+    ``optimizer.step()`` and calls ``update(new_losses)``; ``fit`` does the same through
+    :meth:`after_step`, at the cost of one forward pass without graph per step, so full-batch and
+    mini-batch training both follow the official procedure. Outside ``fit``, call :meth:`update` yourself
+    after the step; if nobody does, :meth:`backward` applies the pending update with the losses it is
+    given (the next batch's, so :math:`\delta` then also contains the change of batch). The logits are
+    not among ``parameters()``, so ``fit``'s optimiser never touches them; :meth:`reset` (called by
+    ``fit`` at the start of every run) puts them back to 0 and discards the Adam state.
 
     Notes
     -----
@@ -123,8 +120,12 @@ class FAMO(LossWeighting):
         self._optimizer.step()
         self.logits.grad = None
 
+    def after_step(self, losses_after_step) -> None:
+        """``fit``'s hook after the optimiser step: the official update, on the same batch."""
+        self.update(losses_after_step())
+
     def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
-        self.update(losses)  # the previous step's update, now that its effect on the losses is known
+        self.update(losses)  # the previous step's update, if nobody applied it after the step
         weights = super().backward(losses, model, features)
         self._previous = self._shifted(losses)
         return weights

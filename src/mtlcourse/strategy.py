@@ -8,7 +8,7 @@ returns the task weights it used, so a chapter can plot them over training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -41,6 +41,11 @@ class Strategy:
     def parameters(self) -> list[torch.nn.Parameter]:
         """Learnable parameters of the strategy itself (e.g. log-variances); ``fit`` optimises them too."""
         return []
+
+    def after_step(self, losses_after_step: Callable[[], torch.Tensor]) -> None:
+        """Called by ``fit`` right after each optimiser step, with a function that recomputes the task
+        losses on the same batch (no autograd graph). The default does nothing and never calls it, so
+        a strategy that does not need it costs no extra forward pass (FAMO needs it)."""
 
     def end_epoch(self, record: Mapping[str, float]) -> None:
         """Called by ``fit`` with the epoch's history row, once the validation metrics are in."""

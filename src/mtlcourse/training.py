@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +46,13 @@ def task_losses(
     outputs, features = model(x, return_features=True)
     losses = torch.stack([task.loss(outputs[task.name], targets[task.name]) for task in tasks])
     return losses, outputs, features
+
+
+@torch.no_grad()
+def _losses_without_graph(
+    model: MultiTaskNetwork, tasks: Sequence[Task], x: torch.Tensor, targets
+) -> torch.Tensor:
+    return task_losses(model, tasks, x, targets)[0]
 
 
 @torch.no_grad()
@@ -266,6 +274,7 @@ def fit(
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             opt.step()
+            strategy.after_step(functools.partial(_losses_without_graph, model, tasks, train.x[idx], targets))
             w_len = len(idx)
             sum_losses += losses.detach().double().cpu() * w_len
             sum_total += (weights @ losses.detach().double().cpu()).item() * w_len
