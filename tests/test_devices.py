@@ -10,6 +10,7 @@ is brought back with ``.cpu()`` or ``.to("cpu")``, as a CUDA tensor does.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -343,3 +344,22 @@ def test_checkers_take_a_reader_function_that_works_on_the_device(device):
     assert exercises.check_aggregator(lambda J: UPGrad()(J.to(device)), UPGrad(), trials=4)
     assert not exercises.check_aggregator(lambda J: Mean()(J.to(device)), UPGrad(), m=3, trials=4)
     assert exercises.check_top_k_gate(lambda z, k: exercises.top_k_gate_reference(z.to(device), k), trials=2)
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("aggregator", [Mean(), UPGrad(), MGDA()], ids=repr)
+def test_mtl_backward_synchronises_with_the_gpu_at_most_twice(aggregator):
+    """The weights are solved on the CPU: the Gramian goes there and the weights come back, nothing more."""
+    model = _TwoHeads().to("cuda")
+    losses, features = model.losses(*_batch("cuda"))
+    heads = [list(h.parameters()) for h in model.heads]
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            mtl_backward(losses, features, heads, model.trunk.parameters(), aggregator)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 2, [str(w.message) for w in syncs]

@@ -109,15 +109,17 @@ class Aggregator(ABC):
         return f"{type(self).__name__}()"
 
 
-def gramian64(J: Tensor) -> Tensor:
+def gramian64(J: Tensor, *, check: bool = True) -> Tensor:
     """``J Jᵀ`` of shape ``(m, m)``, computed in float64 from a float64 copy of ``J`` on ``J``'s device.
 
-    Raises ``ValueError`` if it is not finite, i.e. if ``J`` has a NaN or infinite entry (or overflows).
+    Raises ``ValueError`` if it is not finite, i.e. if ``J`` has a NaN or infinite entry (or overflows),
+    unless ``check`` is false: the check reads a value back from ``J``'s device (a synchronisation), which a
+    caller that passes ``G`` to :func:`gramian_to_numpy` (it checks on the CPU copy) need not pay.
     """
     J = J.detach().to(torch.float64)
     with autocast_off(J.device):  # float64 is not autocast today; this says so and keeps it so
         G = J @ J.T
-    if not math.isfinite(G.sum().item()):
+    if check and not math.isfinite(G.sum().item()):
         raise ValueError(NON_FINITE)
     return G
 
@@ -140,7 +142,8 @@ class GramianWeightedAggregator(Aggregator):
         """The direction is formed in float64 from the float64 weights, then rounded once to ``J``'s dtype:
         where rows nearly cancel, the weights can be large and ``w @ J`` in float32 would magnify rounding."""
         J64 = J.to(torch.float64)
-        weights = self.weights_from_gramian(gramian64(J64)).to(device=J.device)
+        # Every weighting of the course reads G through gramian_to_numpy, which refuses a non-finite G.
+        weights = self.weights_from_gramian(gramian64(J64, check=False)).to(device=J.device)
         return (weights @ J64).to(J.dtype), weights.to(J.dtype)
 
     @abstractmethod
