@@ -64,9 +64,7 @@ def _text_files() -> list[Path]:
         pytest.skip("not a git checkout: no list of the repository's files")
     paths = [ROOT / name for name in listed]
     return [
-        path
-        for path in paths
-        if path.is_file() and (path.suffix in TEXT_SUFFIXES or path.name in TEXT_NAMES)
+        path for path in paths if path.is_file() and (path.suffix in TEXT_SUFFIXES or path.name in TEXT_NAMES)
     ]
 
 

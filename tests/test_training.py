@@ -178,7 +178,13 @@ def test_normalised_score_divides_each_validation_loss_by_its_value_before_train
 
 def test_weighted_selection_uses_the_strategys_weighted_validation_loss(splits):
     history = fit(
-        _model(), TASKS, splits.train, splits.val, strategy=StaticWeights([0.9, 0.1]), epochs=40, lr=0.05,
+        _model(),
+        TASKS,
+        splits.train,
+        splits.val,
+        strategy=StaticWeights([0.9, 0.1]),
+        epochs=40,
+        lr=0.05,
         select="weighted",
     )
     assert history.attrs["best_epoch"] == history.loc[history["val_total"].idxmin(), "epoch"]
