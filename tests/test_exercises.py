@@ -1,12 +1,15 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mtlcourse.aggregation import MGDA, Mean, PCGrad, UPGrad
 from mtlcourse.exercises import (
     check_aggregator,
     check_gradnorm_loss,
+    check_multitask_loss,
     check_top_k_gate,
     gradnorm_loss_reference,
+    multitask_loss_reference,
     top_k_gate_reference,
 )
 
@@ -169,3 +172,158 @@ def test_the_reference_is_the_softmax_renormalised_over_the_k_largest_logits():
 def test_the_reference_refuses_k_outside_1_to_n_experts(k):
     with pytest.raises(ValueError, match="k must be between 1 and the number of experts"):
         top_k_gate_reference(torch.zeros(2, 4), k)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The weighted sum of MSE and BCE with logits (Chapter 1)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def loss_with_modules(outputs, targets, weights):
+    """A reader's correct answer with torch.nn's loss modules."""
+    mse, bce = torch.nn.MSELoss(), torch.nn.BCEWithLogitsLoss()
+    return weights[0] * mse(outputs["regression"], targets["regression"]) + weights[1] * bce(
+        outputs["classification"], targets["classification"]
+    )
+
+
+def loss_by_hand(outputs, targets, weights):
+    """The closed form: BCE with logits is softplus(z) - y z, computed here in float32."""
+    o, y = outputs["regression"].float(), targets["regression"].float()
+    z, c = outputs["classification"].float(), targets["classification"].float()
+    return weights[0] * ((o - y) ** 2).mean() + weights[1] * (F.softplus(z) - c * z).mean()
+
+
+@pytest.mark.parametrize("candidate", [multitask_loss_reference, loss_with_modules, loss_by_hand])
+def test_a_correct_multitask_loss_passes(candidate, capsys):
+    assert check_multitask_loss(candidate)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_the_reference_is_the_weighted_closed_form_and_its_gradient_the_textbook_one():
+    generator = torch.Generator().manual_seed(1)
+    o, y, z = (torch.randn(7, generator=generator, dtype=torch.float64) for _ in range(3))
+    c = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    o.requires_grad_(True)
+    z.requires_grad_(True)
+    loss = multitask_loss_reference(
+        {"regression": o, "classification": z}, {"regression": y, "classification": c}, (0.3, 1.7)
+    )
+    mse = ((o - y) ** 2).sum() / 7
+    bce = -(c * torch.log(torch.sigmoid(z)) + (1 - c) * torch.log(1 - torch.sigmoid(z))).sum() / 7
+    torch.testing.assert_close(loss, 0.3 * mse + 1.7 * bce)
+    grad_o, grad_z = torch.autograd.grad(loss, [o, z])
+    torch.testing.assert_close(grad_o, 0.3 * 2 * (o - y).detach() / 7)
+    torch.testing.assert_close(grad_z, 1.7 * (torch.sigmoid(z) - c).detach() / 7)
+
+
+def _mse(outputs, targets, **kwargs):
+    return F.mse_loss(outputs["regression"], targets["regression"], **kwargs)
+
+
+def _bce(outputs, targets, **kwargs):
+    return F.binary_cross_entropy_with_logits(outputs["classification"], targets["classification"], **kwargs)
+
+
+def double_sigmoid(o, t, w):
+    return w[0] * _mse(o, t) + w[1] * F.binary_cross_entropy_with_logits(
+        torch.sigmoid(o["classification"]), t["classification"]
+    )
+
+
+def bce_loss_on_logits(o, t, w):
+    return w[0] * _mse(o, t) + w[1] * torch.nn.BCELoss()(o["classification"], t["classification"])
+
+
+def bce_formula_on_logits(o, t, w):
+    z, c = o["classification"], t["classification"]
+    return w[0] * _mse(o, t) - w[1] * (c * z.log() + (1 - c) * (1 - z).log()).mean()
+
+
+def summed_over_the_batch(o, t, w):
+    return w[0] * _mse(o, t, reduction="sum") + w[1] * _bce(o, t, reduction="sum")
+
+
+def regression_summed(o, t, w):
+    return w[0] * _mse(o, t, reduction="sum") + w[1] * _bce(o, t)
+
+
+def weights_swapped(o, t, w):
+    return w[1] * _mse(o, t) + w[0] * _bce(o, t)
+
+
+def weights_ignored(o, t, w):
+    return _mse(o, t) + _bce(o, t)
+
+
+def weights_averaged(o, t, w):
+    return (_mse(o, t) + _bce(o, t)) / 2
+
+
+def target_as_a_column(o, t, w):
+    """(N,) outputs against (N, 1) targets: F.mse_loss broadcasts them to (N, N) (with a warning)."""
+    return w[0] * F.mse_loss(o["regression"], t["regression"].view(-1, 1)) + w[1] * _bce(o, t)
+
+
+def class_targets_as_integers(o, t, w):
+    return w[0] * _mse(o, t) + w[1] * F.binary_cross_entropy_with_logits(
+        o["classification"], t["classification"].long()
+    )
+
+
+def computed_with_item(o, t, w):
+    return torch.tensor(loss_with_modules(o, t, w).item())
+
+
+def no_mean(o, t, w):
+    return _mse(o, t, reduction="none")
+
+
+def outputs_detached(o, t, w):
+    return loss_with_modules({name: output.detach() for name, output in o.items()}, t, w)
+
+
+def raises(o, t, w):
+    return 1 / 0
+
+
+MULTITASK_LOSS_MISTAKES = [
+    (double_sigmoid, "(a double sigmoid)"),
+    (bce_loss_on_logits, "binary_cross_entropy (BCELoss) takes probabilities"),
+    (bce_formula_on_logits, "the loss is nan: a log of the logit itself?"),
+    (summed_over_the_batch, "both losses are summed over the batch instead of averaged"),
+    (regression_summed, "the regression loss is summed over the batch"),
+    (weights_swapped, "the weights are swapped"),
+    (weights_ignored, "the weights are ignored (the plain sum"),
+    (weights_averaged, "the weights are ignored (the mean"),
+    (target_as_a_column, "broadcast to an N × N grid"),
+    (class_targets_as_integers, "keep the class targets floating point"),
+    (no_mean, "expected one number"),
+    (computed_with_item, "not differentiable"),
+    (outputs_detached, "not differentiable"),
+    (raises, "raised ZeroDivisionError"),
+]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"),
+    MULTITASK_LOSS_MISTAKES,
+    ids=[wrong.__name__ for wrong, _ in MULTITASK_LOSS_MISTAKES],
+)
+def test_each_classic_multitask_loss_mistake_is_named(wrong, message, capsys):
+    assert not check_multitask_loss(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ batch 0")
+    assert message in out
+
+
+def test_a_loss_right_in_value_but_not_in_gradient_is_caught(capsys):
+    def gradient_scaled(o, t, w):
+        loss = loss_with_modules(o, t, w)
+        scaled = loss_with_modules(
+            {"regression": 2 * o["regression"], "classification": o["classification"]}, t, w
+        )
+        return loss + (scaled - scaled.detach())
+
+    assert not check_multitask_loss(gradient_scaled)
+    assert "its gradient with respect to the regression output is not" in capsys.readouterr().out

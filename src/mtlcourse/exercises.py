@@ -8,6 +8,7 @@ so a function that works on the GPU internally is checked too.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -229,4 +230,169 @@ def check_top_k_gate(
                 print(f"✗ trial {trial}, logits of shape {shape}, k={k}: {failure}")
                 return False
     print(f"✓ agrees with the top-k softmax gate on {trials} random batches, every k from 1 to {n_experts}")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The weighted sum of a regression and a classification loss (Chapter 1)
+# ---------------------------------------------------------------------------------------------------------
+
+_TASKS = ("regression", "classification")
+
+
+def multitask_loss_reference(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], weights: tuple[float, float]
+) -> torch.Tensor:
+    r"""Chapter 1's training loss, :math:`w_{\text{reg}} L_{\text{reg}} + w_{\text{cls}} L_{\text{cls}}`.
+
+    :math:`L_{\text{reg}}` is the mean squared error of the ``"regression"`` output and
+    :math:`L_{\text{cls}}` the mean binary cross-entropy of the ``"classification"`` *logit*, both computed
+    by :meth:`mtlcourse.tasks.Task.loss` (the loss ``fit`` trains on). Outputs and targets have shape
+    ``(N,)``; ``weights`` is ``(w_reg, w_cls)``, in that order. This is the weighted sum of task losses of
+    hard parameter sharing (Caruana 1997, "Multitask learning", Machine Learning 28).
+    """
+    from mtlcourse.tasks import Task
+
+    regression, classification = Task("regression", "regression"), Task("classification", "binary")
+    return weights[0] * regression.loss(outputs["regression"], targets["regression"]) + weights[
+        1
+    ] * classification.loss(outputs["classification"], targets["classification"])
+
+
+def _mse(output: torch.Tensor, target: torch.Tensor, reduce: str = "mean") -> torch.Tensor:
+    squares = (output - target) ** 2
+    return squares.sum() if reduce == "sum" else squares.mean()
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor, reduce: str = "mean") -> torch.Tensor:
+    values = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return values.sum() if reduce == "sum" else values.mean()
+
+
+def _multitask_loss_mistakes(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], weights: tuple[float, float]
+) -> dict[str, torch.Tensor]:
+    """The values of the classic wrong versions of Chapter 1's loss, keyed by the mistake in plain words."""
+    o, y = outputs["regression"], targets["regression"]
+    z, c = outputs["classification"], targets["classification"]
+    w_reg, w_cls = weights
+    mse, bce = _mse(o, y), _bce(z, c)
+    return {
+        "the sigmoid is applied before the BCE with logits (a double sigmoid): "
+        "binary_cross_entropy_with_logits takes the raw logit": (
+            w_reg * mse + w_cls * _bce(torch.sigmoid(z), c)
+        ),
+        "both losses are summed over the batch instead of averaged": (
+            w_reg * _mse(o, y, "sum") + w_cls * _bce(z, c, "sum")
+        ),
+        "the regression loss is summed over the batch instead of averaged": w_reg * _mse(o, y, "sum")
+        + w_cls * bce,
+        "the classification loss is summed over the batch instead of averaged": (
+            w_reg * mse + w_cls * _bce(z, c, "sum")
+        ),
+        "the weights are swapped: weights[0] is the regression's, weights[1] the classification's": (
+            w_cls * mse + w_reg * bce
+        ),
+        "the weights are ignored (the plain sum of the two losses)": mse + bce,
+        "the weights are ignored (the mean of the two losses)": (mse + bce) / 2,
+        "an (N, 1) tensor met an (N,) one in the MSE: they broadcast to an N × N grid of squared errors, "
+        "whose mean is not the MSE — give output and target the same shape": (
+            w_reg * _mse(o[:, None], y) + w_cls * bce
+        ),
+    }
+
+
+def _multitask_loss_failure(
+    candidate: Callable[[dict, dict, tuple], torch.Tensor],
+    outputs: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    weights: tuple[float, float],
+    rtol: float,
+) -> str | None:
+    """What is wrong with ``candidate(outputs, targets, weights)`` on this batch, or ``None``."""
+    leaves = {name: outputs[name].clone().requires_grad_(True) for name in _TASKS}
+    try:
+        with warnings.catch_warnings():  # F.mse_loss warns on a broadcast; the verdict below says more
+            warnings.simplefilter("ignore")
+            got = candidate(dict(leaves), {name: targets[name].clone() for name in _TASKS}, weights)
+    except Exception as error:  # a reader's bug: report it, do not crash the notebook
+        hint = ""
+        if "between 0 and 1" in str(error):
+            hint = (
+                " — binary_cross_entropy (BCELoss) takes probabilities, the classification head gives a "
+                "logit: use binary_cross_entropy_with_logits (BCEWithLogitsLoss)"
+            )
+        elif "can't be cast" in str(error):
+            hint = " — keep the class targets floating point (0.0 / 1.0): the BCE is computed in floats"
+        return f"raised {type(error).__name__}: {str(error).splitlines()[0]}{hint}"
+    if not isinstance(got, torch.Tensor) or got.numel() != 1:
+        what = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        return f"expected one number (a tensor with a single element), got {what} — is a mean missing?"
+    value = got.detach().cpu().double().reshape(())
+    if not torch.isfinite(value):
+        return (
+            f"the loss is {value.item()}: a log of the logit itself? The BCE formula (and BCELoss) takes "
+            "probabilities; on a logit use binary_cross_entropy_with_logits"
+        )
+    expected = multitask_loss_reference(outputs, targets, weights)
+    if not torch.isclose(value, expected, rtol=rtol, atol=0):
+        for mistake, wrong in _multitask_loss_mistakes(outputs, targets, weights).items():
+            if torch.isclose(value, wrong, rtol=rtol, atol=0):
+                return f"loss = {value.item():.6g}, expected {expected.item():.6g}: {mistake}"
+        return f"loss = {value.item():.6g}, expected {expected.item():.6g}"
+    if not got.requires_grad:
+        return "the value is right but not differentiable: was it computed with .item(), numpy or .detach()?"
+    grads = torch.autograd.grad(got.reshape(()), [leaves[name] for name in _TASKS], allow_unused=True)
+    reference = {name: outputs[name].clone().requires_grad_(True) for name in _TASKS}
+    expected_grads = torch.autograd.grad(
+        multitask_loss_reference(reference, targets, weights), [reference[name] for name in _TASKS]
+    )
+    for name, grad, expected_grad in zip(_TASKS, grads, expected_grads, strict=True):
+        atol = rtol * expected_grad.abs().max()  # a loss computed in float32 passes
+        if grad is None or not torch.allclose(grad.cpu().double(), expected_grad, rtol=rtol, atol=atol):
+            return f"the value is right but its gradient with respect to the {name} output is not"
+    return None
+
+
+def check_multitask_loss(
+    candidate: Callable[[dict, dict, tuple[float, float]], torch.Tensor],
+    *,
+    trials: int = 20,
+    seed: int = 0,
+    rtol: float = 1e-5,
+) -> bool:
+    """Check ``candidate(outputs, targets, weights) -> loss``, Chapter 1's weighted sum of MSE and BCE.
+
+    ``outputs`` and ``targets`` are dictionaries with the keys ``"regression"`` and ``"classification"``
+    holding float64 tensors of shape ``(N,)`` (as :class:`~mtlcourse.models.MultiTaskModel` returns them:
+    a real prediction, and a *logit* for class 1; class targets 0.0/1.0); ``weights`` is
+    ``(w_reg, w_cls)``. On random batches of varying size, with random unequal weights, the value and its
+    gradient with respect to both outputs are compared with :func:`multitask_loss_reference`. A wrong value
+    is matched against the classic mistakes (double sigmoid, BCELoss on logits, sum instead of mean, weights
+    ignored or swapped, an ``(N, 1)`` by ``(N,)`` broadcast) and the one it matches is named.
+
+    The tolerance ``rtol`` lets a loss computed in float32 pass.
+
+    Returns
+    -------
+    bool
+        ``True`` if everything agrees; otherwise the first failure is printed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for trial in range(trials):
+        n = int(torch.randint(5, 40, (1,), generator=generator))
+        outputs = {
+            "regression": torch.randn(n, generator=generator, dtype=torch.float64),
+            "classification": 3 * torch.randn(n, generator=generator, dtype=torch.float64),
+        }
+        targets = {
+            "regression": torch.randn(n, generator=generator, dtype=torch.float64),
+            "classification": torch.randint(0, 2, (n,), generator=generator).double(),
+        }
+        w_reg, w_cls = (0.1 + 1.9 * torch.rand(2, generator=generator, dtype=torch.float64)).tolist()
+        failure = _multitask_loss_failure(candidate, outputs, targets, (w_reg, w_cls), rtol)
+        if failure is not None:
+            print(f"✗ batch {trial} (N = {n}, weights = ({w_reg:.3f}, {w_cls:.3f})): {failure}")
+            return False
+    print(f"✓ value and gradient agree with w_reg · MSE + w_cls · BCE-with-logits on {trials} random batches")
     return True
