@@ -5,9 +5,11 @@ import torch.nn.functional as F
 from mtlcourse.aggregation import MGDA, Mean, PCGrad, UPGrad
 from mtlcourse.exercises import (
     check_aggregator,
+    check_dwa_weights,
     check_gradnorm_loss,
     check_multitask_loss,
     check_top_k_gate,
+    dwa_weights_reference,
     gradnorm_loss_reference,
     multitask_loss_reference,
     top_k_gate_reference,
@@ -327,3 +329,100 @@ def test_a_loss_right_in_value_but_not_in_gradient_is_caught(capsys):
 
     assert not check_multitask_loss(gradient_scaled)
     assert "its gradient with respect to the regression output is not" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dynamic Weight Average (Chapter 3)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def dwa_with_exp(previous_losses, older_losses, temperature):
+    """A reader's correct answer, written out: m exp(r_i / T) / sum_j exp(r_j / T)."""
+    e = torch.exp(previous_losses / older_losses / temperature)
+    return len(e) * e / e.sum()
+
+
+@pytest.mark.parametrize("candidate", [dwa_weights_reference, dwa_with_exp])
+def test_correct_dwa_weights_pass(candidate, capsys):
+    assert check_dwa_weights(candidate)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+@pytest.mark.parametrize("temperature", [0.3, 2.0, 5.0])
+def test_the_dwa_reference_is_torchjds_dwa(temperature):
+    scalarization = pytest.importorskip("torchjd.scalarization")
+    generator = torch.Generator().manual_seed(2)
+    older, previous = 0.1 + torch.rand(2, 4, generator=generator, dtype=torch.float64)
+    theirs = scalarization.DWA(temperature=temperature)
+    for epoch_losses in (older, previous):
+        theirs(epoch_losses)  # one batch per epoch: the epoch loss is this batch's
+        theirs.step()
+    values = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    (w_theirs,) = torch.autograd.grad(theirs(values), values)  # d(sum w_i L_i)/dL = w
+    torch.testing.assert_close(dwa_weights_reference(previous, older, temperature), w_theirs)
+
+
+def test_the_dwa_reference_for_two_tasks_is_the_closed_form():
+    previous, older = (
+        torch.tensor([0.9, 0.3], dtype=torch.float64),
+        torch.tensor([1.0, 0.6], dtype=torch.float64),
+    )
+    w = dwa_weights_reference(previous, older, 2.0)
+    # two tasks: w_0 = 2 exp(r_0/T) / (exp(r_0/T) + exp(r_1/T)) = 2 sigmoid((r_0 - r_1) / T), r = (0.9, 0.5)
+    expected_0 = 2 * torch.sigmoid(torch.tensor((0.9 - 0.5) / 2.0, dtype=torch.float64))
+    torch.testing.assert_close(w, torch.stack([expected_0, 2 - expected_0]))
+
+
+def test_the_dwa_reference_refuses_losses_of_different_shapes():
+    with pytest.raises(ValueError, match="two 1-D tensors of the same shape"):
+        dwa_weights_reference(torch.ones(3), torch.ones(2), 2.0)
+
+
+def ratio_inverted(previous_losses, older_losses, temperature):
+    return dwa_with_exp(older_losses, previous_losses, temperature)
+
+
+def not_times_m(previous_losses, older_losses, temperature):
+    return torch.softmax(previous_losses / older_losses / temperature, dim=0)
+
+
+def no_temperature(previous_losses, older_losses, temperature):
+    return len(previous_losses) * torch.softmax(previous_losses / older_losses, dim=0)
+
+
+def times_the_temperature(previous_losses, older_losses, temperature):
+    return len(previous_losses) * torch.softmax(previous_losses / older_losses * temperature, dim=0)
+
+
+def softmax_of_the_losses(previous_losses, older_losses, temperature):
+    return len(previous_losses) * torch.softmax(previous_losses / temperature, dim=0)
+
+
+def exp_not_normalised(previous_losses, older_losses, temperature):
+    return torch.exp(previous_losses / older_losses / temperature)
+
+
+def a_list(previous_losses, older_losses, temperature):
+    return dwa_with_exp(previous_losses, older_losses, temperature).tolist()
+
+
+DWA_MISTAKES = [
+    (ratio_inverted, "the ratio is inverted"),
+    (not_times_m, "the weights sum to 1, DWA's sum to m"),
+    (no_temperature, "the softmax is taken without the temperature"),
+    (times_the_temperature, "the ratio is multiplied by the temperature"),
+    (softmax_of_the_losses, "the softmax is taken of the losses instead of their ratios"),
+    (exp_not_normalised, "DWA's sum to m = "),
+    (a_list, "expected one weight per task"),
+    (raises, "raised ZeroDivisionError"),
+]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"), DWA_MISTAKES, ids=[wrong.__name__ for wrong, _ in DWA_MISTAKES]
+)
+def test_each_classic_dwa_mistake_is_named(wrong, message, capsys):
+    assert not check_dwa_weights(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ case 0")
+    assert message in out

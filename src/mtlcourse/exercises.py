@@ -396,3 +396,125 @@ def check_multitask_loss(
             return False
     print(f"✓ value and gradient agree with w_reg · MSE + w_cls · BCE-with-logits on {trials} random batches")
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dynamic Weight Average (Chapter 3)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def dwa_weights_reference(
+    previous_losses: torch.Tensor, older_losses: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    r"""DWA's weights, :math:`w_i = m \operatorname{softmax}_i(r / T)` with :math:`r_i = L_i(t-1) / L_i(t-2)`.
+
+    Liu, Johns & Davison (2019), "End-to-End Multi-Task Learning with Attention", CVPR. Computed by
+    :class:`mtlcourse.weighting.DWA` itself, fed the two epochs' losses: ``previous_losses`` are
+    :math:`L_i(t-1)`, ``older_losses`` :math:`L_i(t-2)`, both positive, of shape ``(m,)``; the result has
+    shape ``(m,)`` and sums to :math:`m`.
+    """
+    from types import SimpleNamespace
+
+    from mtlcourse.weighting import DWA
+
+    if previous_losses.ndim != 1 or previous_losses.shape != older_losses.shape:
+        raise ValueError(
+            f"expected two 1-D tensors of the same shape (one loss per task), got "
+            f"{tuple(previous_losses.shape)} and {tuple(older_losses.shape)}"
+        )
+    names = [f"task_{i}" for i in range(len(previous_losses))]
+    dwa = DWA(temperature)
+    for losses in (older_losses, previous_losses):
+        dwa.end_epoch(
+            {f"train_loss_{name}": value for name, value in zip(names, losses.tolist(), strict=True)}
+        )
+    return dwa.weights(previous_losses, SimpleNamespace(task_names=names))  # DWA reads only task_names
+
+
+def _dwa_mistakes(previous: torch.Tensor, older: torch.Tensor, temperature: float) -> dict[str, torch.Tensor]:
+    """The weights of the classic wrong versions of DWA, keyed by the mistake in plain words."""
+    m, ratio = len(previous), previous / older
+    return {
+        "the ratio is inverted: r_i = L_i(t-1) / L_i(t-2), the newer loss over the older, so that the task "
+        "whose loss fell least gets the most weight": m * torch.softmax(older / previous / temperature, 0),
+        "the softmax is taken without the temperature: divide the ratios by T, softmax(r / T)": m
+        * torch.softmax(ratio, 0),
+        "the ratio is multiplied by the temperature: softmax(r / T), not softmax(r · T)": (
+            m * torch.softmax(ratio * temperature, 0)
+        ),
+        "the softmax is taken of the losses instead of their ratios r_i = L_i(t-1) / L_i(t-2)": (
+            m * torch.softmax(previous / temperature, 0)
+        ),
+    }
+
+
+def _dwa_failure(
+    candidate: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
+    previous: torch.Tensor,
+    older: torch.Tensor,
+    temperature: float,
+    rtol: float,
+) -> str | None:
+    """What is wrong with ``candidate(previous, older, temperature)``, or ``None``."""
+    m = len(previous)
+    try:
+        got = candidate(previous.clone(), older.clone(), temperature)
+    except Exception as error:  # a reader's bug: report it, do not crash the notebook
+        return f"raised {type(error).__name__}: {str(error).splitlines()[0]}"
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (m,):
+        what = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        return f"expected one weight per task, a tensor of shape ({m},), got {what}"
+    weights = got.detach().cpu().double()
+    if not torch.isfinite(weights).all():
+        return f"the weights are not finite: {weights.numpy().round(4)}"
+    total = weights.sum().item()
+    if abs(total - 1) < 1e-4:
+        return (
+            f"the weights sum to 1, DWA's sum to m = {m}: multiply the softmax by the number of tasks "
+            "(equal progress then gives every task weight 1, the plain sum of the losses)"
+        )
+    if abs(total - m) > 1e-4 * m:
+        return f"the weights sum to {total:.4f}, DWA's sum to m = {m}"
+    expected = dwa_weights_reference(previous, older, temperature)
+    if torch.allclose(weights, expected, rtol=rtol, atol=1e-8):
+        return None
+    found = f"weights {weights.numpy().round(4)}, expected {expected.numpy().round(4)}"
+    for mistake, wrong in _dwa_mistakes(previous, older, temperature).items():
+        if torch.allclose(weights, wrong, rtol=rtol, atol=1e-8):
+            return f"{found}: {mistake}"
+    return found
+
+
+def check_dwa_weights(
+    candidate: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
+    *,
+    trials: int = 20,
+    seed: int = 0,
+    rtol: float = 1e-5,
+) -> bool:
+    """Check ``candidate(previous_losses, older_losses, temperature) -> weights``, DWA's weights.
+
+    ``previous_losses`` are the tasks' epoch losses :math:`L_i(t-1)`, ``older_losses`` those of the epoch
+    before, :math:`L_i(t-2)`: positive float64 tensors of shape ``(m,)``. On random losses for 2 to 6 tasks
+    and temperatures other than 1 (where forgetting :math:`T` would not show), it checks the shape, that the
+    weights sum to :math:`m`, and that they are :func:`dwa_weights_reference`'s; wrong weights are matched
+    against the classic mistakes (ratio inverted, no factor :math:`m`, no temperature) and the one they
+    match is named.
+
+    Returns
+    -------
+    bool
+        ``True`` if everything agrees; otherwise the first failure is printed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    temperatures = [2.0, 0.5, 5.0, 0.3]
+    for trial in range(trials):
+        m = int(torch.randint(2, 7, (1,), generator=generator))
+        previous, older = 0.05 + 3 * torch.rand(2, m, generator=generator, dtype=torch.float64)
+        temperature = temperatures[trial % len(temperatures)]
+        if (failure := _dwa_failure(candidate, previous, older, temperature, rtol)) is not None:
+            print(f"✗ case {trial} (m = {m}, T = {temperature}): {failure}")
+            print(f"  L(t-1) = {previous.numpy().round(4)}, L(t-2) = {older.numpy().round(4)}")
+            return False
+    print(f"✓ agrees with DWA's weights m · softmax(r / T) on {trials} random cases, 2 to 6 tasks")
+    return True
