@@ -376,3 +376,71 @@ def test_gradscaler_skips_the_step_and_lowers_its_scale_on_a_float16_overflow(ag
     assert scaler.get_scale() == 2.0**59  # the overflow was seen: scale halved (backoff_factor 0.5)
     for p, p0 in zip(model.parameters(), before, strict=True):
         torch.testing.assert_close(p.detach(), p0, rtol=0, atol=0)  # and the step skipped
+
+
+def _scaled_setup(seed=0):
+    torch.manual_seed(seed)
+    trunk = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh())
+    heads = torch.nn.ModuleList([torch.nn.Linear(6, 1) for _ in range(2)])
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.stack([x[:, 0] - x[:, 1], torch.sin(x[:, 2])], 1)
+    return trunk, heads, x, y
+
+
+def _scaled_losses(trunk, heads, x, y):
+    features = trunk(x)
+    return [((h(features)[:, 0] - y[:, i]) ** 2).mean() for i, h in enumerate(heads)], features
+
+
+def test_loss_scale_hands_the_aggregator_the_true_jacobian():
+    """Nash-MTL is not positively homogeneous (its direction ignores J's scale): with losses scaled by S for
+    mixed precision, loss_scale=S gives S·A(J) on the trunk, as GradScaler expects; without it the step is
+    S times too small after unscaling."""
+    from mtlcourse.aggregation import NashMTL
+
+    scale = 1024.0
+    grads = {}
+    for label, factor, loss_scale in [("plain", 1.0, None), ("scaled", scale, scale), ("naive", scale, None)]:
+        trunk, heads, x, y = _scaled_setup()
+        losses, features = _scaled_losses(trunk, heads, x, y)
+        mtl_backward(
+            [factor * loss for loss in losses],
+            features,
+            [list(h.parameters()) for h in heads],
+            list(trunk.parameters()),
+            NashMTL(),
+            loss_scale=loss_scale,
+        )
+        grads[label] = [p.grad / factor for p in trunk.parameters()]
+    for scaled, plain in zip(grads["scaled"], grads["plain"], strict=True):
+        torch.testing.assert_close(scaled, plain, rtol=1e-4, atol=1e-7)
+    ratio = (
+        torch.cat([g.flatten() for g in grads["naive"]]).norm()
+        / torch.cat([g.flatten() for g in grads["plain"]]).norm()
+    )
+    assert ratio == pytest.approx(1 / scale, rel=1e-3)
+
+
+def test_grad_scaler_step_with_loss_scale_equals_the_unscaled_step():
+    from mtlcourse.aggregation import NashMTL
+
+    results = []
+    for use_scaler in (False, True):
+        trunk, heads, x, y = _scaled_setup()
+        params = [*trunk.parameters(), *heads.parameters()]
+        opt = torch.optim.SGD(params, lr=0.1)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8, enabled=use_scaler)
+        losses, features = _scaled_losses(trunk, heads, x, y)
+        mtl_backward(
+            [scaler.scale(loss) for loss in losses],
+            features,
+            [list(h.parameters()) for h in heads],
+            list(trunk.parameters()),
+            NashMTL(),
+            loss_scale=scaler.get_scale() if use_scaler else None,
+        )
+        scaler.step(opt)
+        scaler.update()
+        results.append([p.detach().clone() for p in params])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

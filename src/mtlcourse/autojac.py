@@ -59,12 +59,14 @@ def backward(
     aggregator: Callable[[Tensor], Tensor],
     *,
     retain_graph: bool = False,
+    loss_scale: float | Tensor | None = None,
 ) -> Tensor | None:
     r"""Jacobian descent on ``params``: accumulate :math:`A(J)` into their ``.grad`` fields.
 
     Computes :math:`J` = :func:`jacobian` ``(losses, params)`` and adds ``aggregator(J)``, cut and reshaped
     per parameter, to each ``.grad`` (created if ``None``), like :meth:`torch.Tensor.backward` does with the
     gradient. With :class:`~mtlcourse.aggregation.Mean` this is ``(sum(losses) / m).backward()``.
+    ``loss_scale``: see :func:`mtl_backward`.
 
     Returns
     -------
@@ -76,7 +78,7 @@ def backward(
     stacked = _check_losses(losses)
     params = _check_params(params, "params")
     J = _flat_jacobian(_batched_grad(stacked, params, _identity(stacked), retain_graph=retain_graph))
-    direction, weights = _aggregate(aggregator, J)
+    direction, weights = _aggregate(aggregator, J, loss_scale)
     _accumulate(params, direction.split([p.numel() for p in params]))
     return weights
 
@@ -89,6 +91,7 @@ def mtl_backward(
     aggregator: Callable[[Tensor], Tensor],
     *,
     retain_graph: bool = False,
+    loss_scale: float | Tensor | None = None,
 ) -> Tensor | None:
     r"""Backward pass of a shared trunk with task heads: Jacobian descent on the trunk only.
 
@@ -118,6 +121,13 @@ def mtl_backward(
         Maps the ``(m, n_shared)`` Jacobian to a direction, e.g. ``UPGrad()``.
     retain_graph : bool, default False
         Keep the autograd graph, as in :func:`torch.autograd.backward`.
+    loss_scale : float or Tensor, optional
+        The factor :math:`S` the losses were multiplied by for mixed precision (``scaler.get_scale()`` of a
+        ``torch.amp.GradScaler`` whose ``scaler.scale(loss)`` produced ``losses``). The Jacobian is divided
+        by :math:`S` before aggregation and the direction multiplied by it after, so the aggregator sees the
+        true :math:`J` and ``scaler.unscale_``/``scaler.step`` recover :math:`A(J)`. Without it an
+        aggregator that is not positively homogeneous gets the wrong step: Nash-MTL's direction does not
+        change when :math:`J` is scaled, so :math:`A(SJ) / S = A(J) / S`.
 
     Returns
     -------
@@ -154,7 +164,7 @@ def mtl_backward(
     # Trunk: one batched backward of the (m, *feature shape) Jacobian.
     feature_jacobians = [torch.stack(rows) for rows in feature_rows]
     shared_jacobian = _batched_grad(features, shared, feature_jacobians, retain_graph=retain_graph)
-    direction, weights = _aggregate(aggregator, _flat_jacobian(shared_jacobian))
+    direction, weights = _aggregate(aggregator, _flat_jacobian(shared_jacobian), loss_scale)
     _accumulate(shared, direction.split([p.numel() for p in shared]))
     return weights
 
@@ -221,7 +231,12 @@ def _flat_jacobian(jacobians: Sequence[Tensor]) -> Tensor:
     return torch.cat([j.reshape(j.shape[0], -1) for j in jacobians], dim=1)
 
 
-def _aggregate(aggregator: Callable[[Tensor], Tensor], J: Tensor) -> tuple[Tensor, Tensor | None]:
+def _aggregate(
+    aggregator: Callable[[Tensor], Tensor], J: Tensor, loss_scale: float | Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    if loss_scale is not None:  # aggregate the true Jacobian, hand back the scaled direction
+        direction, weights = _aggregate(aggregator, J / loss_scale)
+        return direction * loss_scale, weights
     if isinstance(aggregator, Aggregator):
         return aggregate(aggregator, J, nonfinite="propagate")
     with autocast_off(J.device):  # e.g. a torchjd aggregator: its Gramian in J's dtype, not autocast's
