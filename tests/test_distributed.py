@@ -4,6 +4,7 @@ same .grad as one process on the whole batch."""
 import datetime
 import socket
 import traceback
+from functools import partial
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from mtlcourse import autojac, distributed
 from mtlcourse.aggregation import MGDA, CAGrad, Mean, NashMTL, PCGrad, Random, UPGrad
 
 WORLD = 2
+SCALE = 512.0  # a mixed-precision loss scale
 AGGREGATORS = {
     "Mean": Mean,
     "UPGrad": UPGrad,
@@ -40,10 +42,10 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _mtl_step(aggregator, x, y, *, backend) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def _mtl_step(aggregator, x, y, *, backend, factor=1.0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     trunk, heads = _model()
     features = trunk(x)
-    losses = [((head(features)[:, 0] - y[:, i]) ** 2).mean() for i, head in enumerate(heads)]
+    losses = [factor * ((head(features)[:, 0] - y[:, i]) ** 2).mean() for i, head in enumerate(heads)]
     weights = backend(
         losses,
         features,
@@ -79,6 +81,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         for name, make in AGGREGATORS.items():
             results["mtl", name] = _mtl_step(make(), xs, ys, backend=distributed.mtl_backward)
             results["iwrm", name] = _iwrm_step(make(), xs, ys, backend=distributed.backward)
+        scaled = _mtl_step(
+            NashMTL(), xs, ys, backend=partial(distributed.mtl_backward, loss_scale=SCALE), factor=SCALE
+        )
+        results["nash scaled"] = ([g / SCALE for g in scaled[0]], scaled[1])
         # A stateful aggregator keeps one state per rank: two steps in a row must stay in step.
         nash = NashMTL()
         results["nash twice"] = [
@@ -129,6 +135,15 @@ def test_instancewise_backward_gathers_the_rows_of_every_rank(ranks, name):
         for g, e in zip(grads, expected_grads, strict=True):
             _close(g, e)
         _close(weights, expected_weights)
+
+
+def test_loss_scale_reaches_the_aggregation_on_every_rank(ranks):
+    """Nash-MTL on losses scaled by S with loss_scale=S: after dividing by S, the whole batch's step."""
+    x, y = _batch()
+    expected_grads, _ = _mtl_step(NashMTL(), x, y, backend=autojac.mtl_backward)
+    for rank in ranks:
+        for g, e in zip(rank["nash scaled"][0], expected_grads, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-9)
 
 
 def test_stateful_aggregators_stay_identical_across_ranks(ranks):

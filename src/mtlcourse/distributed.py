@@ -75,6 +75,7 @@ def mtl_backward(
     *,
     group=None,
     retain_graph: bool = False,
+    loss_scale: float | Tensor | None = None,
 ) -> Tensor | None:
     r""":func:`mtlcourse.autojac.mtl_backward` across ranks, each holding a shard of the batch.
 
@@ -89,7 +90,7 @@ def mtl_backward(
 
     Parameters
     ----------
-    losses, features, tasks_params, shared_params, aggregator, retain_graph
+    losses, features, tasks_params, shared_params, aggregator, retain_graph, loss_scale
         As in :func:`mtlcourse.autojac.mtl_backward`, for this rank's shard.
     group
         The process group (default: the world).
@@ -103,7 +104,13 @@ def mtl_backward(
     synchronised = _Synchronised(aggregator, group, "average")
     tasks_params = [list(group_params) for group_params in tasks_params]
     autojac.mtl_backward(
-        losses, features, tasks_params, shared_params, synchronised, retain_graph=retain_graph
+        losses,
+        features,
+        tasks_params,
+        shared_params,
+        synchronised,
+        retain_graph=retain_graph,
+        loss_scale=loss_scale,
     )
     _average_grads([p for group_params in tasks_params for p in group_params], group)
     return synchronised.weights
@@ -116,13 +123,15 @@ def backward(
     *,
     group=None,
     retain_graph: bool = False,
+    loss_scale: float | Tensor | None = None,
 ) -> Tensor | None:
     r""":func:`mtlcourse.autojac.backward` across ranks whose losses are *different* objectives.
 
     For instance-wise risk minimisation, each rank's losses are the per-example losses of its own
     examples: rows of one global Jacobian, not estimates of the same rows. The ranks' Jacobians are
     therefore **gathered** (concatenated in rank order), every rank aggregates the full
-    :math:`(R m) \times n` matrix and accumulates the same direction into ``.grad``.
+    :math:`(R m) \times n` matrix and accumulates the same direction into ``.grad``. ``loss_scale`` is
+    as in :func:`mtlcourse.autojac.mtl_backward`.
 
     Returns
     -------
@@ -131,5 +140,5 @@ def backward(
         :class:`~mtlcourse.aggregation.Aggregator`; ``None`` otherwise.
     """
     synchronised = _Synchronised(aggregator, group, "gather")
-    autojac.backward(losses, params, synchronised, retain_graph=retain_graph)
+    autojac.backward(losses, params, synchronised, retain_graph=retain_graph, loss_scale=loss_scale)
     return synchronised.weights
