@@ -9,10 +9,12 @@ from mtlcourse.exercises import (
     check_gradnorm_loss,
     check_multitask_loss,
     check_top_k_gate,
+    check_upgrad_weights,
     dwa_weights_reference,
     gradnorm_loss_reference,
     multitask_loss_reference,
     top_k_gate_reference,
+    upgrad_weights_reference,
 )
 
 
@@ -425,4 +427,110 @@ def test_each_classic_dwa_mistake_is_named(wrong, message, capsys):
     assert not check_dwa_weights(wrong)
     out = capsys.readouterr().out
     assert out.startswith("✗ case 0")
+    assert message in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# UPGrad's weights from the Gramian (Chapter 7)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def upgrad_two_tasks(G):
+    """A closed form for m = 2: v_1 = (1, max(0, -G_12 / G_22)), v_2 symmetric, w = (v_1 + v_2) / 2."""
+    g11, g12, g22 = G[0, 0], G[0, 1], G[1, 1]
+    t1 = (-g12 / g22).clamp(min=0) if g22 > 0 else G.new_zeros(())
+    t2 = (-g12 / g11).clamp(min=0) if g11 > 0 else G.new_zeros(())
+    return torch.stack([1 + t2, 1 + t1]) / 2
+
+
+def upgrad_by_cvxpy(G):
+    """An independent solve of the m problems min_{v >= e_i} v^T G v (Quinton & Rey, Proposition 1)."""
+    cp = pytest.importorskip("cvxpy")
+    eigenvalues, vectors = torch.linalg.eigh(G)
+    factor = (vectors * eigenvalues.clamp(min=0).sqrt()).numpy()  # G = factor factor^T
+    m = len(G)
+    solutions = []
+    for i in range(m):
+        v = cp.Variable(m)
+        lower = torch.eye(m, dtype=torch.float64)[i].numpy()
+        cp.Problem(cp.Minimize(cp.sum_squares(factor.T @ v)), [v >= lower]).solve(
+            solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10
+        )
+        solutions.append(torch.as_tensor(v.value))
+    return torch.stack(solutions).mean(0)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "tasks"),
+    [(upgrad_weights_reference, (2, 3, 4, 5)), (upgrad_by_cvxpy, (2, 3, 4, 5)), (upgrad_two_tasks, (2,))],
+    ids=["reference", "cvxpy", "closed-form-m2"],
+)
+def test_correct_upgrad_weights_pass(candidate, tasks, capsys):
+    assert check_upgrad_weights(candidate, tasks=tasks)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_the_upgrad_reference_gives_a_direction_that_conflicts_with_no_task():
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        J = torch.randn(4, 7, generator=generator, dtype=torch.float64)
+        J[1:] -= 1.5 * J[0]  # rows 1-3 conflict with row 0
+        w = upgrad_weights_reference(J @ J.T)
+        assert (w >= 0.25 - 1e-12).all()  # w = mean of v_i >= e_i
+        assert (J @ (J.T @ w) >= -1e-10 * J.norm() ** 2).all()
+
+
+def test_the_upgrad_reference_refuses_a_gramian_that_is_not_square():
+    with pytest.raises(ValueError, match="square Gramian"):
+        upgrad_weights_reference(torch.ones(2, 3))
+
+
+def test_the_upgrad_checker_refuses_an_empty_list_of_tasks():
+    with pytest.raises(ValueError, match="tasks must be"):
+        check_upgrad_weights(upgrad_weights_reference, tasks=())
+
+
+def the_mean(G):
+    return G.new_full((len(G),), 1 / len(G))
+
+
+def mgda_weights(G):
+    return MGDA().weights_from_gramian(G)
+
+
+def projections_summed(G):
+    return len(G) * upgrad_weights_reference(G)
+
+
+def projection_sign_flipped(G):
+    """v_i = e_i + min(0, G_ij / G_jj) e_j: the correction pushes g_i further against g_j."""
+    g11, g12, g22 = G[0, 0], G[0, 1], G[1, 1]
+    return torch.stack([1 + (g12 / g11).clamp(max=0), 1 + (g12 / g22).clamp(max=0)]) / 2
+
+
+def upgrad_as_a_list(G):
+    return upgrad_weights_reference(G).tolist()
+
+
+def upgrad_raises(G):
+    return torch.linalg.solve(G.new_zeros(len(G), len(G)), G[0])
+
+
+UPGRAD_MISTAKES = [
+    (the_mean, (2, 3), "the plain mean's weights 1/m"),
+    (mgda_weights, (2, 3), "MGDA's weights, the minimum-norm point"),
+    (projections_summed, (3,), "the projections are summed, not averaged: divide by m = 3"),
+    (projection_sign_flipped, (2,), "conflicts with task 1 (G w = "),
+    (upgrad_as_a_list, (2,), "expected one weight per task"),
+    (upgrad_raises, (2,), "raised "),
+]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "tasks", "message"), UPGRAD_MISTAKES, ids=[wrong.__name__ for wrong, _, _ in UPGRAD_MISTAKES]
+)
+def test_each_classic_upgrad_mistake_is_named(wrong, tasks, message, capsys):
+    assert not check_upgrad_weights(wrong, tasks=tasks)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ Gramian")
     assert message in out

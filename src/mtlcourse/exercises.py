@@ -518,3 +518,111 @@ def check_dwa_weights(
             return False
     print(f"✓ agrees with DWA's weights m · softmax(r / T) on {trials} random cases, 2 to 6 tasks")
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# UPGrad's weights from the Gramian (Chapter 7)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def upgrad_weights_reference(G: torch.Tensor) -> torch.Tensor:
+    r"""UPGrad's weights :math:`w = \frac{1}{m}\sum_i v_i`, :math:`v_i = \arg\min_{v \ge e_i} v^\top G v`.
+
+    Quinton & Rey (2024), "Jacobian Descent for Multi-Objective Optimization", Proposition 1: the projection
+    of the task gradient :math:`g_i` onto the dual cone :math:`\{u : J u \ge 0\}` is :math:`J^\top v_i`, so
+    UPGrad's direction is :math:`d = J^\top w`. Computed by
+    :meth:`mtlcourse.aggregation.UPGrad.weights_from_gramian` itself; ``G`` is the :math:`m \times m`
+    Gramian :math:`J J^\top` (symmetric positive semi-definite), the result has shape ``(m,)``.
+    """
+    from mtlcourse.aggregation import UPGrad
+
+    if G.ndim != 2 or G.shape[0] != G.shape[1]:
+        raise ValueError(f"expected a square Gramian G = J Jᵀ of shape (m, m), got {tuple(G.shape)}")
+    return UPGrad().weights_from_gramian(G)
+
+
+def _upgrad_mistakes(G: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weights of the classic wrong versions of UPGrad, keyed by the mistake in plain words."""
+    from mtlcourse.aggregation import MGDA
+
+    m = G.shape[0]
+    return {
+        "these are the plain mean's weights 1/m: project each gradient onto the dual cone first, "
+        "v_i = argmin_{v ≥ e_i} vᵀ G v, then average the v_i": G.new_full((m,), 1.0 / m),
+        "these are MGDA's weights, the minimum-norm point of the convex hull of the gradients: UPGrad "
+        "averages the m projections v_i = argmin_{v ≥ e_i} vᵀ G v instead": MGDA().weights_from_gramian(G),
+        f"the projections are summed, not averaged: divide by m = {m} (summing is PCGrad's convention)": m
+        * upgrad_weights_reference(G),
+    }
+
+
+def _upgrad_failure(
+    candidate: Callable[[torch.Tensor], torch.Tensor], G: torch.Tensor, rtol: float
+) -> str | None:
+    """What is wrong with ``candidate(G)``, or ``None``."""
+    m = G.shape[0]
+    try:
+        got = candidate(G.clone())
+    except Exception as error:  # a reader's bug: report it, do not crash the notebook
+        return f"raised {type(error).__name__}: {str(error).splitlines()[0]}"
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (m,):
+        what = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        return f"expected one weight per task, a tensor of shape ({m},), got {what}"
+    weights = got.detach().cpu().double()
+    if not torch.isfinite(weights).all():
+        return f"the weights are not finite: {weights.numpy().round(4)}"
+    expected = upgrad_weights_reference(G)
+    atol = rtol * expected.abs().max()
+    if torch.allclose(weights, expected, rtol=rtol, atol=atol):
+        return None
+    found = f"weights {weights.numpy().round(4)}, expected {expected.numpy().round(4)}"
+    for mistake, wrong in _upgrad_mistakes(G).items():
+        if torch.allclose(weights, wrong, rtol=rtol, atol=atol):
+            return f"{found}: {mistake}"
+    products = G @ weights  # J d with d = Jᵀ w: the inner products of the direction with each gradient
+    scale = G.diagonal().sqrt()
+    if (conflicts := products < -rtol * scale * (scale * weights.abs()).sum()).any():
+        task = int(conflicts.nonzero()[0]) + 1  # counted from 1, as g_1, …, g_m in the text
+        return (
+            f"{found}: the direction d = Jᵀw conflicts with task {task} (G w = {products.numpy().round(4)} "
+            f"has a negative entry, g_{task} · d < 0); UPGrad's direction never conflicts with a task"
+        )
+    return found
+
+
+def check_upgrad_weights(
+    candidate: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    tasks: tuple[int, ...] = (2, 3, 4, 5),
+    trials: int = 20,
+    seed: int = 0,
+    rtol: float = 1e-5,
+) -> bool:
+    r"""Check ``candidate(G) -> weights``, UPGrad's weights from the Gramian :math:`G = J J^\top`.
+
+    On random float64 Gramians of ``trials`` Jacobians for each number of tasks in ``tasks`` (half of them
+    with strongly conflicting rows, rows of norms spread over two orders of magnitude), the weights are
+    compared with :func:`upgrad_weights_reference`; wrong weights are matched against the classic mistakes
+    (the plain mean, MGDA's min-norm weights, the projections summed instead of averaged) and the one they
+    match is named; otherwise, a direction :math:`d = J^\top w` that conflicts with a task (:math:`G w` has
+    a negative entry) is reported as such. A closed form for two tasks is checked with ``tasks=(2,)``.
+
+    Returns
+    -------
+    bool
+        ``True`` if everything agrees; otherwise the first failure is printed.
+    """
+    if not tasks or min(tasks) < 1:
+        raise ValueError(f"tasks must be a non-empty list of numbers of tasks (at least 1), got {tasks}")
+    generator = torch.Generator().manual_seed(seed)
+    for m in tasks:
+        for trial, J in enumerate(_random_jacobians(m, 6, trials, seed + m)):
+            J = J * 10 ** (2 * torch.rand(m, 1, generator=generator, dtype=torch.float64) - 1)
+            G = J @ J.T
+            if (failure := _upgrad_failure(candidate, G, rtol)) is not None:
+                print(f"✗ Gramian {trial} with m = {m} tasks: {failure}")
+                print(f"  G =\n{G.numpy().round(4)}")
+                return False
+    counts = ", ".join(str(m) for m in tasks)
+    print(f"✓ agrees with UPGrad's weights on {trials} random Gramians for each m = {counts}")
+    return True
