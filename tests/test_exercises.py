@@ -8,11 +8,13 @@ from mtlcourse.exercises import (
     check_dwa_weights,
     check_gradnorm_loss,
     check_multitask_loss,
+    check_shared_step,
     check_top_k_gate,
     check_upgrad_weights,
     dwa_weights_reference,
     gradnorm_loss_reference,
     multitask_loss_reference,
+    shared_step_reference,
     top_k_gate_reference,
     upgrad_weights_reference,
 )
@@ -534,3 +536,129 @@ def test_each_classic_upgrad_mistake_is_named(wrong, tasks, message, capsys):
     out = capsys.readouterr().out
     assert out.startswith("✗ Gramian")
     assert message in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One training step of a shared-trunk model (Chapter 2)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _weighted_loss(model, x, targets, weights):
+    out = model(x)
+    return weights[0] * F.mse_loss(out["sin"], targets["sin"]) + weights[1] * F.mse_loss(
+        out["cos"], targets["cos"]
+    )
+
+
+def step_returning_a_tensor(model, x, targets, weights, optimizer, max_norm):
+    optimizer.zero_grad(set_to_none=False)
+    loss = _weighted_loss(model, x, targets, weights)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss
+
+
+@pytest.mark.parametrize("candidate", [shared_step_reference, step_returning_a_tensor])
+def test_a_correct_shared_step_passes(candidate, capsys):
+    assert check_shared_step(candidate)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_the_shared_step_reference_is_one_clipped_sgd_step_on_the_weighted_loss():
+    from mtlcourse.models import hard_sharing_mlp
+
+    torch.manual_seed(0)
+    model = hard_sharing_mlp(1, [4, 4], {"sin": 1, "cos": 1}).double()
+    x = torch.linspace(-2, 2, 11, dtype=torch.float64)[:, None]
+    targets = {"sin": x[:, 0].sin(), "cos": 3 * x[:, 0].cos()}
+    weights, lr, max_norm = (0.3, 1.7), 0.1, 0.05
+    params = [p.detach().clone() for p in model.parameters()]
+    loss = _weighted_loss(model, x, targets, weights)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    norm = torch.cat([g.flatten() for g in grads]).norm()
+    assert norm > max_norm  # the clipping bites
+    expected = [p - lr * max_norm / norm * g for p, g in zip(params, grads, strict=True)]
+    value = shared_step_reference(
+        model, x, targets, weights, torch.optim.SGD(model.parameters(), lr), max_norm
+    )
+    assert value == pytest.approx(loss.item(), rel=1e-12)
+    for p, e in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(
+            p.detach(), e, rtol=1e-6, atol=1e-9
+        )  # clip_grad_norm_ adds 1e-6 to the norm
+
+
+def without_zero_grad(model, x, targets, weights, optimizer, max_norm):
+    loss = _weighted_loss(model, x, targets, weights)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def step_before_backward(model, x, targets, weights, optimizer, max_norm):
+    optimizer.zero_grad()
+    loss = _weighted_loss(model, x, targets, weights)
+    optimizer.step()
+    loss.backward()
+    return loss.item()
+
+
+def optimiser_on_the_heads(model, x, targets, weights, optimizer, max_norm):
+    heads_only = torch.optim.SGD(model.heads.parameters(), lr=0.1)
+    return step_returning_a_tensor(model, x, targets, weights, heads_only, max_norm)
+
+
+def clipped_before_backward(model, x, targets, weights, optimizer, max_norm):
+    optimizer.zero_grad()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    loss = _weighted_loss(model, x, targets, weights)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def weights_ignored(model, x, targets, weights, optimizer, max_norm):
+    return step_returning_a_tensor(model, x, targets, (1.0, 1.0), optimizer, max_norm)
+
+
+def weights_swapped(model, x, targets, weights, optimizer, max_norm):
+    return step_returning_a_tensor(model, x, targets, weights[::-1], optimizer, max_norm)
+
+
+def returns_the_outputs(model, x, targets, weights, optimizer, max_norm):
+    step_returning_a_tensor(model, x, targets, weights, optimizer, max_norm)
+    return model(x)
+
+
+def step_raises(model, x, targets, weights, optimizer, max_norm):
+    return model(x)["tan"]
+
+
+SHARED_STEP_MISTAKES = [
+    (without_zero_grad, "call 2: the parameters after the step differ: optimizer.zero_grad() is missing"),
+    (step_before_backward, "call 1: no parameter moved — is optimizer.step() called before loss.backward()?"),
+    (optimiser_on_the_heads, "the trunk never did — is the optimiser built on the heads' parameters only?"),
+    (clipped_before_backward, "clip_grad_norm_ called before backward() sees no gradient yet"),
+    (weights_ignored, "the weights are ignored"),
+    (weights_swapped, "the weights are swapped"),
+    (returns_the_outputs, "expected the loss as a number, got dict"),
+    (step_raises, "raised KeyError"),
+]
+
+
+@pytest.mark.parametrize(
+    ("wrong", "message"), SHARED_STEP_MISTAKES, ids=[wrong.__name__ for wrong, _ in SHARED_STEP_MISTAKES]
+)
+def test_each_classic_shared_step_mistake_is_named(wrong, message, capsys):
+    assert not check_shared_step(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ trial 0")
+    assert message in out
+
+
+def test_the_shared_step_checker_leaves_the_global_random_state_alone():
+    state = torch.random.get_rng_state()
+    check_shared_step(shared_step_reference, trials=1)
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 
 def _random_jacobians(m: int, n: int, trials: int, seed: int) -> list[torch.Tensor]:
@@ -625,4 +626,181 @@ def check_upgrad_weights(
                 return False
     counts = ", ".join(str(m) for m in tasks)
     print(f"✓ agrees with UPGrad's weights on {trials} random Gramians for each m = {counts}")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One training step of a shared-trunk model (Chapter 2)
+# ---------------------------------------------------------------------------------------------------------
+
+_SIN_COS = ("sin", "cos")
+
+
+def shared_step_reference(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    weights: tuple[float, float],
+    optimizer: torch.optim.Optimizer,
+    max_norm: float,
+    *,
+    zero_grad: bool = True,
+    clip: bool = True,
+) -> float:
+    r"""One step on :math:`L = w_{\sin} \mathrm{MSE}_{\sin} + w_{\cos} \mathrm{MSE}_{\cos}`, which it returns.
+
+    ``optimizer.zero_grad()``, forward, the weighted loss, ``backward()``, the gradient of all parameters
+    clipped to total norm ``max_norm`` (``torch.nn.utils.clip_grad_norm_``, which only sees the gradient
+    once ``backward()`` has written it), ``optimizer.step()``: the loop of :func:`mtlcourse.training.fit`
+    with :class:`~mtlcourse.weighting.StaticWeights` (Caruana 1997's shared trunk, two heads).
+    ``model`` returns a dictionary with the keys ``"sin"`` and ``"cos"``; ``targets`` has the same keys.
+    ``zero_grad=False`` and ``clip=False`` give two classic mistakes, for the checker to recognise.
+    """
+    if zero_grad:
+        optimizer.zero_grad()
+    outputs = model(x)
+    loss = sum(
+        w * F.mse_loss(outputs[name], targets[name]) for w, name in zip(weights, _SIN_COS, strict=True)
+    )
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def _parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().cpu().double().flatten() for p in model.parameters()])
+
+
+def _shared_step_failure(
+    candidate: Callable[..., object], seed: int, n: int, weights: tuple[float, float], rtol: float
+) -> str | None:
+    """What is wrong with two calls of ``candidate`` on a fresh model, or ``None``."""
+    import copy
+
+    from mtlcourse.models import hard_sharing_mlp
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # the reader's random state is left as it was
+        torch.manual_seed(seed)
+        model = hard_sharing_mlp(1, [8, 8], dict.fromkeys(_SIN_COS, 1)).double()
+    batches = []
+    for _ in range(2):
+        x = 4 * torch.rand(n, 1, generator=generator, dtype=torch.float64) - 2
+        batches.append((x, {"sin": torch.sin(x[:, 0]), "cos": 3 * torch.cos(x[:, 0])}))
+    # Clip at half the first gradient's norm, so that clipping changes the step.
+    probe = copy.deepcopy(model)
+    sum(
+        w * F.mse_loss(probe(batches[0][0])[k], batches[0][1][k])
+        for w, k in zip(weights, _SIN_COS, strict=True)
+    ).backward()
+    max_norm = 0.5 * torch.cat([p.grad.flatten() for p in probe.parameters()]).norm().item()
+
+    def run(
+        step: Callable[..., object], step_weights: tuple[float, float], **options: bool
+    ) -> tuple[list[object], list[torch.Tensor]]:
+        net = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        losses, states = [], []
+        for x, y in batches:
+            losses.append(step(net, x.clone(), dict(y), step_weights, optimizer, max_norm, **options))
+            states.append(_parameters(net))
+        return losses, states
+
+    try:
+        got_losses, got_states = run(candidate, weights)
+    except Exception as error:  # a reader's bug: report it, do not crash the notebook
+        return f"raised {type(error).__name__}: {str(error).splitlines()[0]}"
+    losses, states = run(shared_step_reference, weights)
+    w_sin, w_cos = weights
+    simulated = {
+        "the weights are ignored: the loss is w_sin · MSE_sin + w_cos · MSE_cos": run(
+            shared_step_reference, (1.0, 1.0)
+        ),
+        "the weights are swapped: w_sin multiplies the sine's MSE, w_cos the cosine's": run(
+            shared_step_reference, (w_cos, w_sin)
+        ),
+        "the gradient was not clipped: clip_grad_norm_ called before backward() sees no gradient yet "
+        "(a no-op); call it between loss.backward() and optimizer.step()": run(
+            shared_step_reference, weights, clip=False
+        ),
+        "optimizer.zero_grad() is missing: the second step used the sum of both batches' gradients": run(
+            shared_step_reference, weights, zero_grad=False
+        ),
+    }
+    initial = _parameters(model)
+    n_trunk = sum(p.numel() for p in model.trunk.parameters())
+    for call in range(2):
+        got_loss = got_losses[call]
+        try:
+            got_value = float(got_loss.detach() if isinstance(got_loss, torch.Tensor) else got_loss)
+        except (TypeError, ValueError, RuntimeError):
+            return f"call {call + 1}: expected the loss as a number, got {type(got_loss).__name__}"
+        if abs(got_value - losses[call]) > rtol * abs(losses[call]):
+            for mistake, (wrong_losses, _) in simulated.items():
+                if abs(got_value - wrong_losses[call]) <= rtol * abs(wrong_losses[call]):
+                    return f"call {call + 1}: loss {got_value:.6g}, expected {losses[call]:.6g}: {mistake}"
+            return f"call {call + 1}: loss {got_value:.6g}, expected {losses[call]:.6g}"
+        got, expected = got_states[call], states[call]
+        if torch.allclose(got, expected, rtol=rtol, atol=rtol * expected.abs().max()):
+            continue
+        before = initial if call == 0 else got_states[0]
+        moved = (got - before).abs() > 0
+        if call == 0 and not moved.any():
+            return (
+                "call 1: no parameter moved — is optimizer.step() called before loss.backward()? The step "
+                "then finds no gradient (or the previous batch's): zero_grad, forward, loss, backward, clip, "
+                "step"
+            )
+        if call == 0 and not moved[:n_trunk].any():
+            return (
+                "call 1: the heads moved but the trunk never did — is the optimiser built on the heads' "
+                "parameters only? Give it model.parameters()"
+            )
+        for mistake, (_, wrong_states) in simulated.items():
+            if torch.allclose(got, wrong_states[call], rtol=rtol, atol=rtol * expected.abs().max()):
+                return f"call {call + 1}: the parameters after the step differ: {mistake}"
+        return (
+            f"call {call + 1}: the parameters after the step differ from the reference's "
+            f"(largest difference {(got - expected).abs().max():.2e})"
+        )
+    return None
+
+
+def check_shared_step(
+    candidate: Callable[..., object],
+    *,
+    trials: int = 5,
+    seed: int = 0,
+    rtol: float = 1e-6,
+) -> bool:
+    """Check ``candidate(model, x, targets, weights, optimizer, max_norm) -> loss``, one training step.
+
+    Chapter 2's step of a shared trunk with two heads (:func:`mtlcourse.models.hard_sharing_mlp`, outputs
+    ``"sin"`` and ``"cos"``) on the weighted sum of the two MSE losses, as :func:`shared_step_reference`
+    takes it: zero the gradients, forward, weighted loss, backward, clip the gradient to ``max_norm``,
+    step; the loss is returned as a number (or a one-element tensor). On small random float64 models and
+    batches, with unequal weights and a plain SGD optimiser over ``model.parameters()``, the candidate and
+    the reference each make two steps from the same initial weights; the returned losses and the parameters
+    after each step are compared. A difference is matched against the classic mistakes (no ``zero_grad``,
+    ``step`` before ``backward``, an optimiser that never moves the trunk, ``clip_grad_norm_`` before
+    ``backward``, weights ignored or swapped) and the one it matches is named.
+
+    Returns
+    -------
+    bool
+        ``True`` if everything agrees; otherwise the first failure is printed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for trial in range(trials):
+        n = int(torch.randint(8, 33, (1,), generator=generator))
+        w_sin, w_cos = (0.2 + 1.6 * torch.rand(2, generator=generator, dtype=torch.float64)).tolist()
+        if (failure := _shared_step_failure(candidate, seed + trial, n, (w_sin, w_cos), rtol)) is not None:
+            print(f"✗ trial {trial} (N = {n}, weights = ({w_sin:.3f}, {w_cos:.3f})): {failure}")
+            return False
+    print(
+        f"✓ two steps agree with the reference's (losses and parameters) on {trials} random models and "
+        "batches"
+    )
     return True
