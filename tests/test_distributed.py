@@ -115,23 +115,18 @@ def _close(a, b):
     torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", list(AGGREGATORS))
-def test_mtl_backward_on_two_ranks_equals_one_process_on_the_whole_batch(ranks, name):
-    x, y = _batch()
-    expected_grads, expected_weights = _mtl_step(AGGREGATORS[name](), x, y, backend=autojac.mtl_backward)
-    for rank in ranks:
-        grads, weights = rank["mtl", name]
-        for g, e in zip(grads, expected_grads, strict=True):
-            _close(g, e)
-        _close(weights, expected_weights)
+ONE_PROCESS = {"mtl": (_mtl_step, autojac.mtl_backward), "iwrm": (_iwrm_step, autojac.backward)}
 
 
 @pytest.mark.parametrize("name", list(AGGREGATORS))
-def test_instancewise_backward_gathers_the_rows_of_every_rank(ranks, name):
+@pytest.mark.parametrize("mode", list(ONE_PROCESS), ids=["mtl_backward averages", "backward gathers"])
+def test_two_ranks_equal_one_process_on_the_whole_batch(ranks, mode, name):
+    """mtl_backward: the ranks' Jacobians averaged; backward (instance-wise): the ranks' rows gathered."""
+    step, backend = ONE_PROCESS[mode]
     x, y = _batch()
-    expected_grads, expected_weights = _iwrm_step(AGGREGATORS[name](), x, y, backend=autojac.backward)
+    expected_grads, expected_weights = step(AGGREGATORS[name](), x, y, backend=backend)
     for rank in ranks:
-        grads, weights = rank["iwrm", name]
+        grads, weights = rank[mode, name]
         for g, e in zip(grads, expected_grads, strict=True):
             _close(g, e)
         _close(weights, expected_weights)

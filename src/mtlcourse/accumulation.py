@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from . import autojac
-from .aggregation.base import Aggregator, aggregate
 
 __all__ = ["JacobianAccumulator"]
 
@@ -74,10 +73,7 @@ class JacobianAccumulator:
         if self._sum is None:
             raise RuntimeError("step() before any micro-batch: call mtl_backward first")
         J = self._sum / self._count
-        if isinstance(aggregator, Aggregator):
-            direction, weights = aggregate(aggregator, J)
-        else:
-            direction, weights = aggregator(J), None
+        direction, weights = autojac._aggregate(aggregator, J)
         autojac._accumulate(self._shared, direction.split([p.numel() for p in self._shared]))
         for p in self._task_params:
             if p.grad is not None:

@@ -23,7 +23,6 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import autojac
-from .aggregation.base import Aggregator, aggregate
 
 __all__ = ["backward", "mtl_backward"]
 
@@ -52,10 +51,8 @@ class _Synchronised:
             rows = [torch.empty_like(J) for _ in range(world)]
             dist.all_gather(rows, J.detach().contiguous(), group=self.group)
             J = torch.cat(rows)
-        if isinstance(self.aggregator, Aggregator):
-            direction, self.weights = aggregate(self.aggregator, J)
-            return direction
-        return self.aggregator(J)
+        direction, self.weights = autojac._aggregate(self.aggregator, J)
+        return direction
 
 
 def _average_grads(params: Iterable[Tensor], group) -> None:
