@@ -57,11 +57,11 @@ def interleaved(
     }
 
 
-def aggregator_pairs() -> list[tuple[str, object, object]]:
-    """Every aggregator of ``mtlcourse.aggregation.__all__`` with a torchjd class of the same name, both
-    built with their defaults (CAGrad, which has none in torchjd, with c = 0.5)."""
+def aggregator_pairs(methods: list[str] | None = None) -> list[tuple[str, object, object]]:
+    """Every aggregator of ``mtlcourse.aggregation.__all__`` (or of ``methods``) with a torchjd class of the
+    same name, both built with their defaults (CAGrad, which has none in torchjd, with c = 0.5)."""
     pairs = []
-    for name in ours.__all__:
+    for name in methods or ours.__all__:
         mine, theirs = getattr(ours, name), getattr(tja, name, None)
         if name == "Aggregator" or theirs is None or not isinstance(mine, type):
             continue
@@ -73,14 +73,16 @@ def aggregator_pairs() -> list[tuple[str, object, object]]:
     return pairs
 
 
-SHAPES = [(m, n) for m in [2, 4, 10, 32, 64] for n in [10, 1_000, 100_000]]
+SHAPES = [(m, n) for m in [2, 4, 10, 16, 32, 64] for n in [10, 1_000, 100_000]]
 
 
-def bench_aggregators(repeats: int, shapes: list[tuple[int, int]] = SHAPES) -> list[dict]:
+def bench_aggregators(
+    repeats: int, shapes: list[tuple[int, int]] = SHAPES, methods: list[str] | None = None
+) -> list[dict]:
     rows = []
     for m, n in shapes:
         J = torch.randn(m, n, generator=torch.Generator().manual_seed(m))
-        for name, mine, theirs in aggregator_pairs():
+        for name, mine, theirs in aggregator_pairs(methods):
             result = interleaved(partial(mine, J), partial(theirs, J), repeats)
             rows.append({"benchmark": f"{name} J{(m, n)}", "reference": "torchjd", **result})
     return rows
@@ -238,10 +240,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few repeats, to check that everything runs")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
     parser.add_argument("--aggregators-only", action="store_true", help="only the aggregator table")
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="only these aggregators (e.g. UPGrad)")
+    parser.add_argument("--tasks", nargs="+", type=int, metavar="M", help="only Jacobians with these m")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else 31
-    rows = bench_aggregators(repeats)
+    shapes = [(m, n) for m, n in SHAPES if args.tasks is None or m in args.tasks]
+    rows = bench_aggregators(repeats, shapes, args.methods)
     if not args.aggregators_only:
         rows += bench_backward(repeats) + bench_step_cost(repeats) + bench_iwrm(repeats)
     table = pd.DataFrame(rows)

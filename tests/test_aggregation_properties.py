@@ -108,6 +108,42 @@ def test_min_norm_simplex_satisfies_kkt(kind, m, n, dtype, seed):
     assert np.abs(w * (Gw - lam)).max() <= 1e-10
 
 
+def check_kkt(G: np.ndarray, C: np.ndarray, X: np.ndarray, tol: float = 1e-9) -> None:
+    """x >= 0, Gx + c >= 0 and x . (Gx + c) = 0 for every row, to ``tol`` times the size of x."""
+    gradient = X @ G + C
+    scale = 1.0 + np.abs(X).max()
+    assert X.min() >= 0.0
+    assert gradient.min() >= -tol * scale
+    assert np.abs(X * gradient).max() <= tol * scale
+
+
+@pytest.mark.parametrize("m", [16, 24, 32, 48, 64])
+@pytest.mark.parametrize("rank", ["full", "m/4", "m/2 + 1", "10"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_qps_of_upgrad_dualproj_and_mgda_satisfy_kkt_at_large_m(m, rank, dtype):
+    """Many tasks (m = 16…64, a batch of per-example losses): full rank, and rank m/4, m/2 + 1, 10 < m.
+    The warm-started solve (primal-dual steps, then the active-set method) and the cold one (active-set
+    method from 0) must both reach the KKT point; the problems are strictly convex on the range of G, so
+    G x, hence the direction, is the same for both."""
+    r = {"full": m, "m/4": m // 4, "m/2 + 1": m // 2 + 1, "10": 10}[rank]
+    g = torch.Generator().manual_seed(m + r)
+    J = torch.randn(m, r, generator=g, dtype=torch.float64) @ torch.randn(r, 300, generator=g).double()
+    G = normalised_gramian(J.to(dtype))
+    norms = np.sqrt(G.diagonal())
+    correlation = G / np.outer(norms, norms)
+    warm = nonnegative_qp(correlation, correlation, guess=correlation < 0)  # UPGrad's m problems
+    check_kkt(correlation, correlation, warm)
+    cold = nonnegative_qp(correlation, correlation)
+    np.testing.assert_allclose(warm @ correlation, cold @ correlation, rtol=0, atol=1e-8)
+    u = norms / m / (norms / m).max()  # DualProj's problem for the mean
+    c = (correlation @ u)[None, :]
+    check_kkt(correlation, c, nonnegative_qp(correlation, c, guess=c < 0))
+    w = min_norm_simplex(G)  # MGDA
+    Gw = G @ w
+    assert w.min() >= 0.0 and abs(w.sum() - 1.0) <= 1e-12
+    assert Gw.min() >= w @ Gw - 1e-10 and np.abs(w * (Gw - w @ Gw)).max() <= 1e-10
+
+
 def test_nonnegative_qp_rejects_an_unbounded_problem():
     G = np.array([[1.0, -1.0], [-1.0, 1.0]])  # G (1, 1) = 0, and c . (1, 1) < 0: unbounded along (1, 1)
     with pytest.raises(ValueError, match="unbounded"):
@@ -182,6 +218,16 @@ def test_permuting_tasks_keeps_the_direction(aggregator, kind, m, n, dtype, seed
     d_perm = aggregator(J[perm]).double()
     tol = (1e-4 if dtype == torch.float32 else 1e-8) * J.double().norm(dim=1).max()
     assert (d - d_perm).norm() <= tol
+
+
+def test_upgrad_float32_permutation_invariance_at_torchjd_tolerance():
+    """torchjd's own tolerance (5e-7, absolute) on 9 x 11 float32 Jacobians of rank 5, where the weights are
+    not unique (issue 13 saw 9.8e-7 there): d is unique, and ours is its float32 rounding."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        J = (torch.randn(9, 5, generator=g) @ torch.randn(5, 11, generator=g)).float()
+        perm = torch.randperm(9, generator=g)
+        torch.testing.assert_close(UPGrad()(J[perm]), UPGrad()(J), rtol=0, atol=5e-7)
 
 
 @pytest.mark.parametrize("aggregator", [Mean(), PCGrad(), MGDA(), UPGrad(), CAGrad()], ids=repr)

@@ -87,26 +87,33 @@ def test_random_draws_the_weights_of_torchjd_with_the_same_seed(dtype):
         torch.testing.assert_close(ours(J), theirs(J), rtol=1e-6, atol=0)
 
 
+# float32: both sides get the same float32 J; ours computes in float64 and rounds d once, torchjd computes
+# in float32, so the two differ by float32 rounding over a few steps (<= 1.2e-6 measured), inside the
+# issue's 1e-5.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize(("m", "beta"), [(2, 0.5), (3, 0.5), (5, 0.1), (4, 1.0)])
-def test_gradvac_matches_torchjd_over_20_steps(m, beta):
+def test_gradvac_matches_torchjd_over_20_steps(m, beta, dtype):
     ours, theirs, data = GradVac(beta=beta, seed=m), tja.GradVac(beta=beta), torch.Generator().manual_seed(m)
     torch.manual_seed(m)  # torchjd draws its orders from the global generator
     shared = torch.randn(12, dtype=torch.float64, generator=data)
     for _ in range(20):  # correlated tasks, so the targets become positive and the vaccine acts
-        J = shared + 0.8 * torch.randn(m, 12, generator=data, dtype=torch.float64)
-        assert rel_err(ours(J), theirs(J)) <= 1e-5
+        J = (shared + 0.8 * torch.randn(m, 12, generator=data, dtype=torch.float64)).to(dtype)
+        d = ours(J)
+        assert d.dtype == dtype and rel_err(d.double(), theirs(J).double()) <= 1e-5
 
 
 @pytest.mark.filterwarnings("ignore:You are solving a parameterized problem that is not DPP")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize(("m", "n", "max_norm", "every"), [(2, 5, 1.0, 1), (5, 20, 0.0, 3), (3, 8, 0.5, 2)])
-def test_nash_mtl_matches_torchjd_over_20_steps(m, n, max_norm, every):
+def test_nash_mtl_matches_torchjd_over_20_steps(m, n, max_norm, every, dtype):
     pytest.importorskip("ecos")  # torchjd's NashMTL solves with ECOS (its nash-mtl extra)
     ours = NashMTL(max_norm=max_norm, update_weights_every=every)
     theirs = tja.NashMTL(m, max_norm=max_norm, update_weights_every=every, optim_niter=20)
     data = torch.Generator().manual_seed(n)
     for step in range(20):  # full row rank (m <= n): the bargaining problem is well posed
-        J = (1 + step) * torch.randn(m, n, generator=data, dtype=torch.float64)
-        assert rel_err(ours(J), theirs(J)) <= 1e-5
+        J = ((1 + step) * torch.randn(m, n, generator=data, dtype=torch.float64)).to(dtype)
+        d = ours(J)  # float32: as for GradVac (1.1e-6 measured), the same 1e-5 as in float64
+        assert d.dtype == dtype and rel_err(d.double(), theirs(J).double()) <= 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -35,20 +35,20 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
     of :math:`G_{FF}` is a direction of linear decrease, followed until a coordinate reaches 0. The
     objective never increases, and the method stops with the KKT conditions
     :math:`x \ge 0`, :math:`Gx + c \ge 0`, :math:`x \cdot (Gx + c) = 0` satisfied to rounding error.
-    ``guess`` (boolean, shape of ``C``) is a warm start: a problem whose stationary point on its guessed
-    support is positive starts from there, which often leaves nothing to do but check optimality.
-    Returns an array of the shape of ``C``.
+    ``guess`` (boolean, shape of ``C``) is a warm start: a few primal-dual active-set steps from the
+    guessed free sets (:func:`_primal_dual_start`) usually find the optimal support of every problem at
+    once (two or three batched solves at m = 64 instead of one per freed coordinate), and otherwise leave a
+    nonnegative point stationary on its free set, from which the steps above continue. Either way the
+    answer is the one these steps certify by the KKT conditions, so the warm start changes the time, not
+    the result. Returns an array of the shape of ``C``.
     """
     C = np.atleast_2d(C)
     k, m = C.shape
-    X = np.zeros((k, m))
-    free = np.zeros((k, m), dtype=bool)
+    if guess is None:
+        X, free = np.zeros((k, m)), np.zeros((k, m), dtype=bool)
+    else:
+        X, free = _primal_dual_start(G, C, np.broadcast_to(guess, C.shape))
     done = np.zeros(k, dtype=bool)
-    if guess is not None:
-        guess = np.broadcast_to(guess, C.shape)
-        Z, consistent = _solve_on_free_set(G, C, guess)
-        good = consistent & ((Z > 0) | ~guess).all(axis=1)
-        X[good], free[good] = Z[good], guess[good]
     for _ in range(4 * m + 8):
         gradient = X @ G + C
         gradient[free | done[:, None]] = np.inf
@@ -86,18 +86,75 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
     return X
 
 
+def _primal_dual_start(
+    G: np.ndarray, C: np.ndarray, guess: np.ndarray, steps: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """A starting point for :func:`nonnegative_qp` from the guessed free sets: up to ``steps`` primal-dual
+    active-set steps (Hintermüller, Ito & Kunisch 2002), all problems in lockstep. Each step solves on the
+    free set F (trimmed, where ``G_FF`` is singular, to its longest leading part that a Cholesky
+    factorisation finds independent), keeps the coordinates of F whose solution is positive and frees
+    those outside F whose partial derivative is negative; a problem whose F does not change satisfies the
+    KKT conditions. For each problem, returns the last point met that is nonnegative and stationary on its
+    free set (the invariant of the active-set method, which then finishes the problems that did not
+    converge here), or 0. A problem stops here once its free set is singular (on rank-deficient Gramians
+    these steps tend to cycle) or after ``steps``. Only Cholesky factorisations: every system solved here
+    is definite. Converging or not, this only chooses where the exact method starts.
+    """
+    k, m = C.shape
+    X, free = np.zeros((k, m)), np.zeros((k, m), dtype=bool)
+    F, rows = guess.copy(), np.arange(k)
+    for _ in range(steps):
+        idx, valid, A, B = _gather(G, C[rows], F[rows])
+        At = torch.from_numpy(A)
+        L, info = torch.linalg.cholesky_ex(At)
+        bad = (L.diagonal(dim1=-2, dim2=-1) ** 2 < _PIVOT * At.diagonal(dim1=-2, dim2=-1)).numpy()
+        bad |= np.arange(idx.shape[1]) >= np.where(info.numpy() > 0, info.numpy() - 1, idx.shape[1])[:, None]
+        trimmed = bad.any(axis=1)
+        if trimmed.any():  # keep the leading independent coordinates of F, factorise again
+            valid &= np.arange(idx.shape[1]) < bad.argmax(axis=1)[:, None]
+            A = np.where(valid[:, :, None] & valid[:, None, :], A, np.eye(idx.shape[1]))
+            L[trimmed] = torch.linalg.cholesky_ex(torch.from_numpy(A[trimmed]))[0]
+        z = torch.cholesky_solve(torch.from_numpy(np.where(valid, B, 0.0))[..., None], L)[..., 0].numpy()
+        Z, f = np.zeros((len(rows), m)), np.zeros((len(rows), m), dtype=bool)
+        np.put_along_axis(Z, idx, np.where(valid, z, 0.0), axis=1)
+        np.put_along_axis(f, idx, valid, axis=1)
+        feasible = ((Z > 0) | ~f).all(axis=1)
+        X[rows[feasible]], free[rows[feasible]] = Z[feasible], f[feasible]
+        new = np.where(f, Z > 0, Z @ G + C[rows] < -_TOL)
+        changed = (new != F[rows]).any(axis=1)
+        F[rows] = new
+        rows = rows[changed & ~trimmed]  # a singular free set: the steps cycle there, leave it to the caller
+        if rows.size == 0:
+            break
+    return X, free
+
+
+def _gather(
+    G: np.ndarray, C: np.ndarray, free: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The systems ``G_FF z_F = -c_F`` of every row, gathered to the size s of the largest free set: the
+    indices ``idx`` (k, s) (F first), the mask of F in that order, and ``A`` (k, s, s), ``B`` (k, s) padded
+    with identity rows."""
+    idx = np.argsort(~free, axis=1, kind="stable")[:, : max(free.sum(axis=1).max(), 1)]
+    valid = np.take_along_axis(free, idx, axis=1)
+    A = np.where(valid[:, :, None] & valid[:, None, :], G[idx[:, :, None], idx[:, None, :]], 0.0)
+    A[:, np.arange(idx.shape[1]), np.arange(idx.shape[1])] += ~valid
+    B = np.where(valid, -np.take_along_axis(C, idx, axis=1), 0.0)
+    return idx, valid, A, B
+
+
 def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the minimum-norm solution ``z`` of ``G_FF z_F = -c_F`` on its free set F (``z = 0``
     elsewhere) and ``True``; or, where those equations have no solution, the component of ``-c_F`` outside
     the range of ``G_FF`` (a direction along which the objective decreases linearly) and ``False``."""
-    A = np.where(free[:, :, None] & free[:, None, :], G, 0.0)
-    A[:, np.arange(G.shape[0]), np.arange(G.shape[0])] += ~free
-    B = np.where(free, -C, 0.0)
-    Z = np.where(free, solve_psd(A, B), 0.0)  # a least-squares solver can leave rounding off F
-    residual = np.where(free, B - np.einsum("kij,kj->ki", A, Z), 0.0)
-    scale = np.abs(A).max(axis=(1, 2)) * np.abs(Z).max(axis=1) + np.abs(B).max(axis=1)
+    idx, valid, A, B = _gather(G, C, free)
+    z = np.where(valid, solve_psd(A, B), 0.0)  # a least-squares solver can leave rounding off F
+    residual = np.where(valid, B - np.einsum("kij,kj->ki", A, z), 0.0)
+    scale = np.abs(A).max(axis=(1, 2)) * np.abs(z).max(axis=1) + np.abs(B).max(axis=1)
     consistent = np.abs(residual).max(axis=1) <= _CONSISTENT * scale
-    return np.where(consistent[:, None], Z, residual), consistent
+    Z = np.zeros(C.shape)
+    np.put_along_axis(Z, idx, np.where(consistent[:, None], z, residual), axis=1)
+    return Z, consistent
 
 
 def solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -114,12 +171,13 @@ def solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     L, info = torch.linalg.cholesky_ex(At)
     pivots = L.diagonal(dim1=-2, dim2=-1) ** 2
     definite = (info == 0) & (pivots >= _PIVOT * At.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
+    if definite.all():  # the common case, without the cost of masked indexing
+        return torch.cholesky_solve(Bt, L)[..., 0].numpy()
     X = torch.empty_like(Bt)
     if definite.any():
         X[definite] = torch.cholesky_solve(Bt[definite], L[definite])
-    if not definite.all():
-        singular = ~definite
-        X[singular] = torch.linalg.lstsq(At[singular], Bt[singular], rcond=_RCOND, driver="gelsd").solution
+    singular = ~definite
+    X[singular] = torch.linalg.lstsq(At[singular], Bt[singular], rcond=_RCOND, driver="gelsd").solution
     return X[..., 0].numpy()
 
 
