@@ -1,0 +1,298 @@
+r"""The benchmark protocol of Chapter 9, run: tune each method's learning rate, train seeds, score them.
+
+One function per step of :mod:`mtlcourse.protocol`, on a :class:`Benchmark` (data, tasks, network,
+metrics and training budget), so that every method — loss weighting, gradient method, single-task
+baseline — goes through exactly the same code:
+
+- :func:`train_and_score`: one run (one method, one learning rate, one seed) with early stopping on
+  ``fit``'s method-independent ``val_score``; returns its test *and* training metrics, so that a table
+  can show both, and whether the validation curve had flattened (:func:`~mtlcourse.protocol.plateaued`);
+- :func:`tune`: the learning rate chosen on the *mean* validation score over all seeds
+  (:func:`~mtlcourse.protocol.select_learning_rate`, extended until the grid brackets it), every run kept;
+- :func:`single_task`: the same for one network per task, the baselines of :math:`\Delta_m\%`.
+
+The protocol follows the advice of Xin et al. (2022, "Do current multi-task optimization methods in deep
+learning even help?", NeurIPS) and Kurin et al. (2022, "In defense of the unitary scalarization for deep
+multi-task learning", NeurIPS): tune every method, equal weights included, with the same care.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mtlcourse.data import Splits, TaskData
+from mtlcourse.metrics import mse
+from mtlcourse.models import MultiTaskNetwork
+from mtlcourse.protocol import LearningRateChoice, plateaued, select_learning_rate
+from mtlcourse.strategy import Strategy
+from mtlcourse.tasks import Task
+from mtlcourse.training import fit, predict
+from mtlcourse.utils import seed_everything
+
+SCORES = ("accuracy", "mse")
+StrategyFactory = Callable[[int, int], Strategy | None]
+"""``(number of tasks, seed) -> strategy``; ``None`` means equal weights (``fit``'s default)."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A data set, its tasks, the network to train and the budget: everything but the method.
+
+    Parameters
+    ----------
+    name
+        Shown in tables.
+    data
+        Train, validation and test splits.
+    tasks
+        The tasks, in the order of the model's heads.
+    network
+        ``tasks -> a fresh, randomly initialised network`` with one head per task; called after seeding,
+        so the seed fixes the initialisation. Called with a single task for the single-task baselines.
+    metrics
+        Column name -> ``(task name, score)``, score ``"accuracy"`` (higher is better) or ``"mse"``
+        (lower is better), computed on the test split and on the training split.
+    grid
+        Geometric learning-rate grid of Adam (see :func:`~mtlcourse.protocol.select_learning_rate`).
+    epochs
+        The most epochs a run may take; early stopping (``patience``) normally ends it first.
+    patience
+        Stop once ``fit``'s ``val_score`` has not improved for this many epochs; the best epoch's weights
+        are kept.
+    batch_size, clip_grad_norm
+        Passed to :func:`~mtlcourse.training.fit` (``None``: full batch, no clipping).
+    """
+
+    name: str
+    data: Splits
+    tasks: tuple[Task, ...]
+    network: Callable[[Sequence[Task]], MultiTaskNetwork]
+    metrics: Mapping[str, tuple[str, str]]
+    grid: Sequence[float]
+    epochs: int = 1000
+    patience: int = 30
+    batch_size: int | None = None
+    clip_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"a benchmark needs distinct task names, got {names}")
+        for column, (task, score) in self.metrics.items():
+            if task not in names:
+                raise ValueError(f"metric {column!r} scores task {task!r}, which is not among {names}")
+            if score not in SCORES:
+                raise ValueError(f"metric {column!r}: score must be one of {SCORES}, got {score!r}")
+        if self.patience < 1 or self.epochs <= self.patience:
+            raise ValueError(
+                f"need 1 <= patience < epochs, got patience {self.patience}, epochs {self.epochs}"
+            )
+
+    @property
+    def higher_is_better(self) -> dict[str, bool]:
+        """Metric column -> ``True`` if a higher value is better (accuracy), ``False`` otherwise (MSE)."""
+        return {column: score == "accuracy" for column, (_, score) in self.metrics.items()}
+
+    def only(self, task: str) -> Benchmark:
+        """The same benchmark restricted to one task (and the metrics of that task)."""
+        kept = tuple(t for t in self.tasks if t.name == task)
+        if not kept:
+            raise ValueError(f"no task {task!r} in {[t.name for t in self.tasks]}")
+
+        def one(part: TaskData) -> TaskData:
+            return TaskData(part.x, {task: part.targets[task]})
+
+        return replace(
+            self,
+            data=Splits(one(self.data.train), one(self.data.val), one(self.data.test)),
+            tasks=kept,
+            metrics={c: spec for c, spec in self.metrics.items() if spec[0] == task},
+        )
+
+
+def _score(task: Task, kind: str, output: torch.Tensor, target: torch.Tensor) -> float:
+    if kind == "accuracy":
+        value = task.accuracy(output, target)
+        if value is None:
+            raise ValueError(f"task {task.name!r} is a regression: it has no accuracy")
+        return value
+    return mse(output, target)
+
+
+def train_and_score(
+    bench: Benchmark, strategy: StrategyFactory, lr: float, seed: int
+) -> tuple[dict, pd.DataFrame]:
+    """Train one network with one method at one learning rate and seed; score it on test and train.
+
+    The network is built after :func:`~mtlcourse.utils.seed_everything` (``seed``) and trained by
+    :func:`~mtlcourse.training.fit` with Adam at ``lr`` (``seed`` also orders the mini-batches) until
+    ``val_score`` — each task's validation loss over its value before training, summed — has not improved
+    for ``bench.patience`` epochs; the weights of its best epoch are scored.
+
+    Returns
+    -------
+    tuple
+        A record — ``lr``, ``seed``, ``val_score`` (best), ``best_epoch``, ``epochs`` (run),
+        ``plateaued`` (the validation curve flattened: :func:`~mtlcourse.protocol.plateaued` with a window
+        of ``patience`` epochs, i.e. they improved on the best score by less than 1 %), then
+        ``test <metric>`` and ``train <metric>`` for each metric — and the history of the run.
+    """
+    m = len(bench.tasks)
+    seed_everything(seed)
+    net = bench.network(bench.tasks)
+    history = fit(
+        net,
+        bench.tasks,
+        bench.data.train,
+        bench.data.val,
+        strategy=strategy(m, seed),
+        epochs=bench.epochs,
+        optimizer=lambda groups: torch.optim.Adam(groups, lr=lr, foreach=True),
+        batch_size=bench.batch_size,
+        clip_grad_norm=bench.clip_grad_norm,
+        patience=bench.patience,
+        progress=False,
+        seed=seed,
+    )
+    finite = bool(np.isfinite(history["val_score"]).all())
+    record = {
+        "lr": lr,
+        "seed": seed,
+        "val_score": float(history["val_score"].min()) if finite else float("inf"),
+        "best_epoch": history.attrs["best_epoch"],
+        "epochs": len(history),
+        "plateaued": finite and plateaued(history, window=bench.patience),
+    }
+    by_name = {t.name: t for t in bench.tasks}
+    for split in ("test", "train"):
+        part = getattr(bench.data, split)
+        outputs = predict(net, part)
+        for column, (task, kind) in bench.metrics.items():
+            record[f"{split} {column}"] = _score(by_name[task], kind, outputs[task], part.targets[task])
+    return record, history
+
+
+@dataclass
+class Tuned:
+    """A method tuned by :func:`tune`: the learning-rate choice and every run behind it.
+
+    Attributes
+    ----------
+    choice
+        What :func:`~mtlcourse.protocol.select_learning_rate` chose; its ``table`` holds the mean
+        validation score of each learning rate tried.
+    runs
+        One row per run (every learning rate tried × every seed), as returned by
+        :func:`train_and_score`.
+    histories
+        ``(lr, seed) -> history`` of every run.
+    """
+
+    choice: LearningRateChoice
+    runs: pd.DataFrame
+    histories: dict[tuple[float, int], pd.DataFrame] = field(repr=False)
+
+    @property
+    def chosen(self) -> pd.DataFrame:
+        """The runs at the chosen learning rate, one per seed."""
+        return self.runs[self.runs["lr"] == self.choice.lr].sort_values("seed").reset_index(drop=True)
+
+
+def tune(
+    bench: Benchmark,
+    strategy: StrategyFactory,
+    seeds: Sequence[int],
+    *,
+    select_on: int | None = None,
+    max_extensions: int = 2,
+) -> Tuned:
+    """Choose a method's learning rate on the mean validation score over seeds; train every seed at it.
+
+    Every learning rate of ``bench.grid`` is trained with the first ``select_on`` seeds (default: all of
+    them); the score of a learning rate is the mean over those seeds of the best ``val_score`` (a rate
+    whose run diverges scores ``inf``). The grid is extended while the best rate sits at its edge (at most
+    ``max_extensions`` points). The remaining seeds are then trained at the chosen rate only. A mean over
+    seeds rather than one seed's score: on one seed, a rate that is unstable on the others can win. The
+    test metrics of the chosen rate's runs are the method's results — the rate is chosen on validation
+    only.
+    """
+    seeds = list(seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"tune needs at least two distinct seeds, got {seeds}")
+    select_on = len(seeds) if select_on is None else select_on
+    if not 1 <= select_on <= len(seeds):
+        raise ValueError(f"select_on must be between 1 and {len(seeds)}, got {select_on}")
+    records: list[dict] = []
+    histories: dict[tuple[float, int], pd.DataFrame] = {}
+
+    def train(lr: float, seed: int) -> float:
+        try:
+            record, history = train_and_score(bench, strategy, lr, seed)
+        except FloatingPointError:  # the loss diverged: this rate is out
+            record, history = {"lr": lr, "seed": seed, "val_score": float("inf")}, pd.DataFrame()
+        records.append(record)
+        histories[(lr, seed)] = history
+        return record["val_score"]
+
+    def score(lr: float) -> float:
+        return float(np.mean([train(lr, seed) for seed in seeds[:select_on]]))
+
+    choice = select_learning_rate(score, bench.grid, max_extensions=max_extensions)
+    for seed in seeds[select_on:]:
+        train(choice.lr, seed)
+    return Tuned(choice, pd.DataFrame(records), histories)
+
+
+def sweep(
+    bench: Benchmark,
+    strategies: Mapping[str, StrategyFactory],
+    lr: float,
+    seeds: Sequence[int],
+    *,
+    select_on: int | None = None,
+) -> tuple[str, pd.DataFrame]:
+    """Train several settings of one method at one learning rate; the best on validation gets every seed.
+
+    For a hyperparameter other than the learning rate, e.g. the weights of
+    :class:`~mtlcourse.weighting.StaticWeights`: each of ``strategies`` (label -> factory) is trained
+    with the first ``select_on`` seeds (default: all); the label with the lowest mean best ``val_score``
+    is chosen and trained with the remaining seeds too.
+
+    Returns
+    -------
+    tuple
+        The chosen label, and one row per run (:func:`train_and_score`'s records with a ``setting``
+        column).
+    """
+    seeds = list(seeds)
+    select_on = len(seeds) if select_on is None else select_on
+    if not strategies or not 1 <= select_on <= len(seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"sweep needs settings, distinct seeds and 1 <= select_on <= {len(seeds)}")
+    records = [
+        {"setting": label, **train_and_score(bench, factory, lr, seed)[0]}
+        for label, factory in strategies.items()
+        for seed in seeds[:select_on]
+    ]
+    means = pd.DataFrame(records).groupby("setting", sort=False)["val_score"].mean()
+    best = str(means.idxmin())
+    records += [
+        {"setting": best, **train_and_score(bench, strategies[best], lr, seed)[0]}
+        for seed in seeds[select_on:]
+    ]
+    return best, pd.DataFrame(records)
+
+
+def single_task(bench: Benchmark, seeds: Sequence[int], **kwargs) -> dict[str, Tuned]:
+    """One network per task, each tuned like a method (:func:`tune`, equal weights of one task)."""
+    return {t.name: tune(bench.only(t.name), lambda m, seed: None, seeds, **kwargs) for t in bench.tasks}
+
+
+def single_task_runs(baselines: Mapping[str, Tuned]) -> pd.DataFrame:
+    """The single-task baselines' chosen runs side by side: one row per seed, every metric column."""
+    parts = [tuned.chosen.set_index("seed").filter(regex="^(test|train) ") for tuned in baselines.values()]
+    return pd.concat(parts, axis=1).reset_index()
