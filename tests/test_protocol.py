@@ -394,3 +394,30 @@ def test_pareto_front_single_point_and_bad_input():
         pareto_front([[1.0, 2.0]], [1, 0])
     with pytest.raises(ValueError, match="finite"):
         pareto_front([[1.0, float("nan")]], [True, True])
+
+
+def test_paired_delta_m_interval_cancels_the_luck_the_two_sides_share():
+    # seed s is lucky or unlucky for both methods alike (same initialisation); the method is 1 point
+    # of accuracy better on every seed. Paired, the interval excludes 0; unpaired, the shared luck hides it.
+    luck = np.array([-0.04, 0.03, -0.01, 0.05, -0.03])
+    baseline = pd.DataFrame({"acc": 0.80 + luck, "err": 0.30 - luck / 2})
+    method = pd.DataFrame({"acc": 0.81 + luck, "err": 0.30 - luck / 2})
+    estimate, _, high = delta_m_interval(method, baseline, HIGHER, paired=True)
+    assert estimate == delta_m_interval(method, baseline, HIGHER)[0]
+    assert high < 0
+    _, low_unpaired, high_unpaired = delta_m_interval(method, baseline, HIGHER)
+    assert low_unpaired < 0 < high_unpaired
+    # paired resampling of a side against itself: no uncertainty at all
+    assert delta_m_interval(baseline, baseline, HIGHER, paired=True) == pytest.approx(
+        (0.0, 0.0, 0.0), abs=1e-12
+    )
+
+
+def test_paired_delta_m_interval_needs_the_same_seeds_on_both_sides():
+    with pytest.raises(ValueError, match="as many seeds"):
+        delta_m_interval(
+            _runs({"acc": 0.8, "err": 0.3}, 0.05, 5, 1),
+            _runs({"acc": 0.8, "err": 0.3}, 0.05, 4, 2),
+            HIGHER,
+            paired=True,
+        )

@@ -121,6 +121,8 @@ def delta_m_interval(
     level: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,
+    *,
+    paired: bool = False,
 ) -> tuple[float, float, float]:
     r""":math:`\Delta_m\%` of a method against its baseline, with a percentile-bootstrap interval.
 
@@ -130,10 +132,17 @@ def delta_m_interval(
     has and — independently — as many seeds of the baseline as it has, recompute :math:`\Delta_m\%` from
     the two resampled means, and take the :math:`(1 \mp \gamma)/2` quantiles. Both sides are resampled
     because both are random: the single-task baselines are trained on seeds too, and a
-    :math:`\Delta_m` against one lucky baseline seed would look better than it is. The sides are
-    resampled independently because seed *s* of the method and seed *s* of the baseline share nothing
-    but a number — the runs are not paired. :math:`\Delta_m` is a ratio of means, so no *t* interval
-    applies directly; the bootstrap needs no formula for its variance.
+    :math:`\Delta_m` against one lucky baseline seed would look better than it is. By default the
+    sides are resampled independently: against single-task baselines (other networks), seed *s* of the
+    method and seed *s* of the baseline share nothing but a number — the runs are not paired.
+    :math:`\Delta_m` is a ratio of means, so no *t* interval applies directly; the bootstrap needs no
+    formula for its variance.
+
+    Between two multi-task methods trained on the same network, seed *s* means the same initial weights
+    (and the same data order) on both sides: the runs *are* paired, and a seed that is lucky for one
+    is often lucky for the other. Then ``paired=True`` resamples the seeds once and takes row *s* on
+    both sides, so the shared luck cancels and the interval is not wider than it needs to be (resampled
+    independently, it would be conservative). Rows must then be the same seeds in the same order.
 
     Parameters
     ----------
@@ -148,6 +157,9 @@ def delta_m_interval(
         Number of bootstrap resamples.
     seed
         Seed of the ``numpy`` generator that draws the resamples: the same seed gives the same interval.
+    paired
+        Row *s* of ``method`` and row *s* of ``baseline`` come from the same seed (same initialisation):
+        resample the pairs together.
 
     Returns
     -------
@@ -183,8 +195,14 @@ def delta_m_interval(
 
     estimate = one(a.mean(axis=0), b.mean(axis=0))
     rng = np.random.default_rng(seed)
-    a_boot = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
-    b_boot = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired runs need as many seeds on both sides, got {len(a)} and {len(b)}")
+        rows = rng.integers(0, len(a), size=(n_boot, len(a)))
+        a_boot, b_boot = a[rows].mean(axis=1), b[rows].mean(axis=1)
+    else:
+        a_boot = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
+        b_boot = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
     boot = np.array([one(x, y) for x, y in zip(a_boot, b_boot, strict=True)])
     low, high = np.quantile(boot, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return estimate, float(low), float(high)

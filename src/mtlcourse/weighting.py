@@ -360,7 +360,7 @@ class DWA(LossWeighting):
 class RandomWeighting(LossWeighting):
     r"""Random loss weighting (RLW): fresh random weights on the simplex at every step.
 
-    Lin, Ye, Xu, Shi, Zhang & Kwok (2022), "Reasonable Effectiveness of Random Weighting: A Litmus Test
+    Lin, Ye, Zhang & Tsang (2022), "Reasonable Effectiveness of Random Weighting: A Litmus Test
     for Multi-Task Learning", TMLR (Algorithm 2, https://arxiv.org/abs/2111.10603). Each step draws
     :math:`\lambda \sim \mathcal N(0, I_m)` and backpropagates
 
