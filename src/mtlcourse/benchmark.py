@@ -18,7 +18,7 @@ multi-task learning", NeurIPS): tune every method, equal weights included, with 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -250,12 +250,12 @@ def tune(
 
 def sweep(
     bench: Benchmark,
-    strategies: Mapping[str, StrategyFactory],
+    strategies: Mapping[Hashable, StrategyFactory],
     lr: float,
     seeds: Sequence[int],
     *,
     select_on: int | None = None,
-) -> tuple[str, pd.DataFrame]:
+) -> tuple[Hashable, pd.DataFrame]:
     """Train several settings of one method at one learning rate; the best on validation gets every seed.
 
     For a hyperparameter other than the learning rate, e.g. the weights of
@@ -279,7 +279,7 @@ def sweep(
         for seed in seeds[:select_on]
     ]
     means = pd.DataFrame(records).groupby("setting", sort=False)["val_score"].mean()
-    best = str(means.idxmin())
+    best = means.idxmin()
     records += [
         {"setting": best, **train_and_score(bench, strategies[best], lr, seed)[0]}
         for seed in seeds[select_on:]
