@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import sys
@@ -304,7 +303,7 @@ def fit(
             if row[score_column] < best_score:
                 best_score, since_best = row[score_column], 0
                 if patience is not None:
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 since_best += 1
             if patience is not None and since_best >= patience:
