@@ -444,3 +444,40 @@ def test_grad_scaler_step_with_loss_scale_equals_the_unscaled_step():
         results.append([p.detach().clone() for p in params])
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _heads_model(m: int):
+    torch.manual_seed(0)
+    trunk = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh())
+    heads = torch.nn.ModuleList([torch.nn.Linear(5, 1) for _ in range(m)])
+    x, y = torch.randn(16, 6), torch.randn(16, m)
+    return trunk, heads, x, y
+
+
+def _counted_step(m: int, stacked: bool):
+    """One mtl_backward; returns how often a gradient flowed through a head's output, and the .grads."""
+    trunk, heads, x, y = _heads_model(m)
+    features = trunk(x)
+    outputs = [head(features) for head in heads]
+    count = [0]
+    for output in outputs:
+        output.register_hook(lambda grad: count.__setitem__(0, count[0] + 1))
+    losses = [((out[:, 0] - y[:, i]) ** 2).mean() for i, out in enumerate(outputs)]
+    mtl_backward(
+        torch.stack(losses) if stacked else losses,
+        features,
+        [h.parameters() for h in heads],
+        trunk.parameters(),
+        UPGrad(),
+    )
+    return count[0], [p.grad.clone() for p in [*trunk.parameters(), *heads.parameters()]]
+
+
+def test_mtl_backward_runs_each_head_once_when_the_losses_come_separately():
+    m = 6
+    passes, grads = _counted_step(m, stacked=False)
+    assert passes == m  # torchjd's mtl_backward: m as well
+    passes_stacked, grads_stacked = _counted_step(m, stacked=True)
+    assert passes_stacked == m * m  # documented: an entry of a stacked vector reaches every head
+    for a, b in zip(grads, grads_stacked, strict=True):
+        assert torch.equal(a, b)  # the extra passes carry zeros: the same numbers to the last bit

@@ -110,7 +110,9 @@ def mtl_backward(
     Parameters
     ----------
     losses : sequence of scalar tensors, or a 1-D tensor
-        One loss per task.
+        One loss per task. Prefer the sequence: each loss is then backpropagated through its own head
+        only, whereas an entry of a stacked vector reaches every head (zero gradients, but :math:`m^2`
+        head passes in all) — invisible for a few tasks, the larger part of the step at :math:`m = 64`.
     features : tensor or sequence of tensors
         The output(s) of the shared trunk, from which every head computes its loss.
     tasks_params : sequence of iterables of tensors
@@ -135,6 +137,7 @@ def mtl_backward(
         The weights :math:`w` applied to the rows of :math:`J` (shape ``(m,)``), for logging, when
         ``aggregator`` is a :class:`~mtlcourse.aggregation.Aggregator`; ``None`` otherwise.
     """
+    losses = losses if isinstance(losses, Tensor) else list(losses)  # a generator is read once
     stacked = _check_losses(losses)
     features = [features] if isinstance(features, Tensor) else list(features)
     if not features:
@@ -153,10 +156,13 @@ def mtl_backward(
         if any(id(p) in shared_ids for p in group):
             raise ValueError(f"tasks_params[{i}] and shared_params overlap: a parameter cannot be both.")
 
-    # Heads: one small backward per task, to its own parameters and to the features.
+    # Heads: one small backward per task, to its own parameters and to the features. Each loss is
+    # backpropagated from its own tensor when the caller passed them separately: an entry of the stacked
+    # vector would send a (zero) gradient into every head, m² head passes instead of m.
     # feature_rows[k][i] is the gradient of losses[i] with respect to features[k].
+    scalars = stacked.unbind() if isinstance(losses, Tensor) else list(losses)
     feature_rows: list[list[Tensor]] = [[] for _ in features]
-    for loss, group in zip(stacked, groups, strict=True):
+    for loss, group in zip(scalars, groups, strict=True):
         grads = torch.autograd.grad(loss, [*group, *features], retain_graph=True, materialize_grads=True)
         _accumulate(group, grads[: len(group)])
         for rows, g in zip(feature_rows, grads[len(group) :], strict=True):
