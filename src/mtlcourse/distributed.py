@@ -41,8 +41,10 @@ class _Synchronised:
             dist.all_reduce(J, op=dist.ReduceOp.SUM, group=self.group)
             J /= world
         else:
-            shapes = [torch.zeros(2, dtype=torch.long) for _ in range(world)]
-            dist.all_gather(shapes, torch.tensor(J.shape), group=self.group)
+            shapes = [
+                torch.zeros(2, dtype=torch.long, device=J.device) for _ in range(world)
+            ]  # NCCL: on the GPU
+            dist.all_gather(shapes, torch.tensor(J.shape, device=J.device), group=self.group)
             if any(not torch.equal(s, shapes[0]) for s in shapes):
                 raise ValueError(
                     f"every rank must have the same number of losses and parameters, got shapes "
