@@ -227,11 +227,60 @@ IWRM_REFERENCES = {
 
 def bench_iwrm(repeats: int) -> list[dict]:
     rows = []
-    for batch in [16, 32, 64]:  # UPGrad solves N QPs of size N: beyond ~100 examples it dominates
+    for batch in [16, 32, 64, 128]:  # UPGrad solves N QPs of size N: beyond ~100 examples it dominates
         steps = iwrm_steps(batch)
         for reference, label in IWRM_REFERENCES.items():
             result = interleaved(steps["gramian"], steps[reference], repeats)
             rows.append({"benchmark": f"IWRM UPGrad, Gramian route, N={batch}", "reference": label, **result})
+    return rows
+
+
+def bench_iwrm_floor(repeats: int) -> list[dict]:
+    """The Gramian-route step against a plain SGD step (mean loss) and against forming J, batch 8 to 512."""
+    rows = []
+    for batch in [8, 32, 128, 512]:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Linear(144, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
+        x, y = torch.randn(batch, 144), torch.randint(0, 10, (batch,))
+
+        def losses(model=model, x=x, y=y) -> torch.Tensor:
+            return nn.functional.cross_entropy(model(x), y, reduction="none")
+
+        def plain(model=model, losses=losses) -> None:
+            model.zero_grad()
+            losses().mean().backward()
+
+        aggregators = {"Mean": ours.Mean(), "MGDA": ours.MGDA(), "UPGrad": ours.UPGrad()}
+        for name, aggregator in aggregators.items():
+            if name != "Mean" and batch > 128:  # N QPs of size N: the solve, not the route, at this size
+                continue
+
+            def route(model=model, losses=losses, aggregator=aggregator) -> None:
+                model.zero_grad()
+                gramian_backward(model, losses, aggregator.weights_from_gramian)
+
+            def formed(model=model, losses=losses, aggregator=aggregator) -> None:
+                model.zero_grad()
+                backward(losses(), model.parameters(), aggregator)
+
+            label = f"IWRM {name}, Gramian route, N={batch}"
+            rows.append(
+                {
+                    "benchmark": label,
+                    "reference": "plain SGD step (mean loss)",
+                    **interleaved(route, plain, repeats),
+                }
+            )
+            if name == "Mean":
+                rows.append(
+                    {
+                        "benchmark": label,
+                        "reference": "autojac.backward (J formed)",
+                        **interleaved(route, formed, repeats),
+                    }
+                )
     return rows
 
 
@@ -242,12 +291,16 @@ def main() -> None:
     parser.add_argument("--aggregators-only", action="store_true", help="only the aggregator table")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="only these aggregators (e.g. UPGrad)")
     parser.add_argument("--tasks", nargs="+", type=int, metavar="M", help="only Jacobians with these m")
+    parser.add_argument("--iwrm-only", action="store_true", help="only the IWRM rows (Gramian route)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else 31
     shapes = [(m, n) for m, n in SHAPES if args.tasks is None or m in args.tasks]
-    rows = bench_aggregators(repeats, shapes, args.methods)
-    if not args.aggregators_only:
+    if args.iwrm_only:
+        rows = bench_iwrm(repeats) + bench_iwrm_floor(repeats)
+    else:
+        rows = bench_aggregators(repeats, shapes, args.methods)
+    if not (args.aggregators_only or args.iwrm_only):
         rows += bench_backward(repeats) + bench_step_cost(repeats) + bench_iwrm(repeats)
     table = pd.DataFrame(rows)
     print(f"torch {torch.__version__}, {args.threads} threads, {repeats} interleaved repeats, median times\n")
