@@ -662,3 +662,51 @@ def test_the_shared_step_checker_leaves_the_global_random_state_alone():
     state = torch.random.get_rng_state()
     check_shared_step(shared_step_reference, trials=1)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# ---------------------------------------------------------------- check_layer_gramian (Chapter 10)
+
+
+def test_layer_gramian_reference_is_j_jt_from_autograd():
+    from mtlcourse.exercises import _layer_gramian_case, layer_gramian_reference
+
+    generator = torch.Generator().manual_seed(3)
+    for bias in (True, False):
+        a, delta, expected = _layer_gramian_case(generator, 7, 4, 3, bias)
+        assert torch.allclose(layer_gramian_reference(a, delta, bias=bias), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_check_layer_gramian_accepts_the_formula_and_an_explicit_jacobian(capsys):
+    from mtlcourse.exercises import check_layer_gramian, layer_gramian_reference
+
+    def per_example_gradients(a, delta, bias=True):
+        # the rows of J built by hand: vec(δ_n a_nᵀ) and δ_n
+        rows = [torch.outer(d, x).flatten() for d, x in zip(delta, a, strict=True)]
+        J = torch.stack(rows)
+        if bias:
+            J = torch.cat([J, delta], dim=1)
+        return J @ J.T
+
+    assert check_layer_gramian(layer_gramian_reference)
+    assert check_layer_gramian(per_example_gradients)
+    assert "with and without a bias" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("wrong", "named"),
+    [
+        (lambda a, d: (d @ d.T) * (a @ a.T), "bias term is missing"),
+        (lambda a, d: (d @ d.T) @ (a @ a.T + 1.0), "matrix product"),
+        (lambda a, d: d @ d.T + a @ a.T + 1.0, "added instead of multiplied"),
+        (lambda a, d, bias=True: (d @ d.T) * (a @ a.T + 1.0), "layer has no bias"),
+        (lambda a, d: d.T @ d, "returned shape"),
+        (lambda a, d: (d @ d.T).numpy(), "not a tensor"),
+        (lambda a, d: 2 * (d @ d.T) * (a @ a.T + 1.0), "differs from J Jᵀ"),
+    ],
+)
+def test_check_layer_gramian_names_the_mistake(wrong, named, capsys):
+    from mtlcourse.exercises import check_layer_gramian
+
+    assert not check_layer_gramian(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("✗") and named in out

@@ -804,3 +804,108 @@ def check_shared_step(
         "batches"
     )
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Gramian of per-example losses through one linear layer (Chapter 10)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def layer_gramian_reference(a: torch.Tensor, delta: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    r"""The Gramian of per-example losses through one ``nn.Linear`` layer, from its inputs and signals.
+
+    With inputs :math:`A` (one row :math:`a_n` per example) and back-propagated signals :math:`\Delta`
+    (:math:`\delta_n = \partial \ell_n / \partial z_n`), the gradient of :math:`\ell_n` is
+    :math:`\delta_n a_n^\top` for the weight and :math:`\delta_n` for the bias, so
+
+    .. math::
+        G = (\Delta \Delta^\top) \odot (A A^\top + \mathbf 1),
+
+    without the :math:`+\mathbf 1` when the layer has no bias (Goodfellow 2015, "Efficient per-example
+    gradient computations", for the norms; :mod:`mtlcourse.autogram` for whole networks).
+    """
+    return (delta @ delta.T) * (a @ a.T + (1.0 if bias else 0.0))
+
+
+def _layer_gramian_case(generator: torch.Generator, n: int, d_in: int, d_out: int, bias: bool):
+    """A random layer, inputs and targets; returns ``(a, delta, J Jᵀ)`` with J from autograd."""
+    from mtlcourse.autojac import jacobian
+
+    layer = torch.nn.Linear(d_in, d_out, bias=bias).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64))
+    a = torch.randn(n, d_in, generator=generator, dtype=torch.float64)
+    targets = torch.randn(n, d_out, generator=generator, dtype=torch.float64)
+    z = layer(a)
+    losses = ((z - targets) ** 2).sum(dim=1)
+    (delta,) = torch.autograd.grad(losses.sum(), z, retain_graph=True)
+    J = jacobian(losses, list(layer.parameters()))
+    return a, delta.detach(), J @ J.T
+
+
+def _layer_gramian_failure(
+    candidate: Callable[..., torch.Tensor],
+    a: torch.Tensor,
+    delta: torch.Tensor,
+    bias: bool,
+    expected: torch.Tensor,
+) -> str | None:
+    kwargs = {} if bias else {"bias": False}
+    try:
+        G = candidate(a.clone(), delta.clone(), **kwargs)
+    except Exception as error:  # any error of the reader's code is the verdict
+        return f"raised {type(error).__name__}: {error}"
+    if not isinstance(G, torch.Tensor):
+        return f"returned a {type(G).__name__}, not a tensor"
+    G = G.detach().cpu().double()
+    if G.shape != expected.shape:
+        return (
+            f"returned shape {tuple(G.shape)}, expected ({len(a)}, {len(a)}): one row and column per example"
+        )
+    if torch.allclose(G, expected, rtol=1e-8, atol=1e-10):
+        return None
+    mistakes = {
+        "the bias term is missing (the + 1)": (delta @ delta.T) * (a @ a.T),
+        "the + 1 is there but the layer has no bias": (delta @ delta.T) * (a @ a.T + 1.0),
+        "a matrix product where the formula multiplies elementwise": (delta @ delta.T) @ (a @ a.T + 1.0),
+        "the two Gramians are added instead of multiplied": delta @ delta.T + a @ a.T + 1.0,
+    }
+    for name, value in mistakes.items():
+        if value.shape == G.shape and torch.allclose(G, value, rtol=1e-8, atol=1e-10):
+            return name
+    return f"differs from J Jᵀ by up to {(G - expected).abs().max().item():.3g}"
+
+
+def check_layer_gramian(candidate: Callable[..., torch.Tensor], *, trials: int = 10, seed: int = 0) -> bool:
+    r"""Check ``candidate(a, delta) -> G``, the Gramian of per-example losses through one linear layer.
+
+    On random float64 layers (with and without a bias: ``candidate(a, delta, bias=False)`` is called for
+    the latter when it accepts a ``bias`` keyword) and per-example squared errors, the candidate's
+    :math:`G` is compared with :math:`J J^\top`, :math:`J` computed by autograd
+    (:func:`mtlcourse.autojac.jacobian`) — not with the formula. A wrong answer is matched against the
+    usual mistakes (no :math:`+1` for the bias, a matrix product instead of the elementwise one, the two
+    Gramians added), and the one it matches is named.
+
+    Returns
+    -------
+    bool
+        ``True`` if everything agrees; otherwise the first failure is printed.
+    """
+    import inspect
+
+    try:
+        takes_bias = "bias" in inspect.signature(candidate).parameters
+    except (TypeError, ValueError):
+        takes_bias = False
+    generator = torch.Generator().manual_seed(seed)
+    for trial in range(trials):
+        n, d_in, d_out = (int(v) for v in torch.randint(2, 9, (3,), generator=generator))
+        for bias in (True, False) if takes_bias else (True,):
+            a, delta, expected = _layer_gramian_case(generator, n, d_in, d_out, bias)
+            if (failure := _layer_gramian_failure(candidate, a, delta, bias, expected)) is not None:
+                print(f"✗ layer {trial} ({d_in} → {d_out}, {n} examples, bias={bias}): {failure}")
+                return False
+    which = "with and without a bias" if takes_bias else "with a bias"
+    print(f"✓ equals J Jᵀ on {trials} random linear layers {which}")
+    return True
