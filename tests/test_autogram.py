@@ -1,6 +1,8 @@
 """The Gramian of instance-wise losses without the Jacobian: against J Jᵀ, torchjd's autogram, and the
 autojac route's .grad."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,3 +109,39 @@ def test_refuses_sequence_inputs_and_non_vector_losses():
         out = model(x)
     with pytest.raises(ValueError, match=r"shape \(N,\)"):
         engine.gramian(out)
+
+
+def test_autojac_gramian_equals_the_linear_route_and_is_float64():
+    from mtlcourse.autojac import gramian
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    x, y = torch.randn(9, 5), torch.randint(0, 3, (9,))
+    with LinearGramian(model) as engine:
+        losses = nn.functional.cross_entropy(model(x), y, reduction="none")
+    via_layers = engine.gramian(losses, retain_graph=True)
+    via_jacobian = gramian(losses, model.parameters())
+    assert via_jacobian.dtype == torch.float64 and via_jacobian.shape == (9, 9)
+    assert torch.allclose(via_jacobian, via_layers, rtol=1e-5, atol=1e-7)
+
+
+def test_gramian_backward_takes_the_general_route_for_a_layer_that_is_not_linear():
+    from mtlcourse.aggregation import UPGrad
+    from mtlcourse.autojac import backward
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
+    twin = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"not in an nn\.Linear layer"):
+        LinearGramian(model)  # the fast route refuses the LayerNorm's scale and shift
+
+    weights = gramian_backward(
+        model,
+        lambda: nn.functional.cross_entropy(model(x), y, reduction="none"),
+        UPGrad().weights_from_gramian,
+    )
+    backward(nn.functional.cross_entropy(twin(x), y, reduction="none"), list(twin.parameters()), UPGrad())
+    assert weights.shape == (10,)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12)

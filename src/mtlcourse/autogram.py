@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mtlcourse import autojac
+
 __all__ = ["LinearGramian", "gramian_backward"]
 
 
@@ -141,16 +143,27 @@ def gramian_backward(
     Runs ``losses_of()`` (the forward pass, returning ``(N,)`` instance-wise losses) under a
     :class:`LinearGramian`, computes :math:`G`, the weights :math:`w` = ``weights_from_gramian(G)`` (e.g.
     ``UPGrad().weights_from_gramian``), and backpropagates :math:`\sum_n w_n \ell_n`: the same ``.grad`` as
-    :func:`mtlcourse.autojac.backward` with that aggregator, without forming :math:`J`.
+    :func:`mtlcourse.autojac.backward` with that aggregator, without forming :math:`J`. A model with a
+    trainable parameter outside ``nn.Linear`` (a convolution, a norm layer's scale) takes the general
+    route instead: :math:`G` from :math:`J` (:func:`mtlcourse.autojac.gramian`), the same weights and
+    the same single backward pass of :math:`\sum_n w_n \ell_n`.
 
     Returns
     -------
     Tensor
         The weights :math:`w`, shape ``(N,)``, detached.
     """
-    with LinearGramian(model) as engine:
+    try:
+        engine = LinearGramian(model)
+    except ValueError:  # a trainable parameter outside nn.Linear: the general route, through J
         losses = losses_of()
-    weights = weights_from_gramian(engine.gramian(losses, retain_graph=True))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        G = autojac.gramian(losses, trainable, retain_graph=True)
+    else:
+        with engine:
+            losses = losses_of()
+        G = engine.gramian(losses, retain_graph=True)
+    weights = weights_from_gramian(G)
     weights = weights.to(dtype=losses.dtype, device=losses.device).detach()
     (weights @ losses).backward()
     return weights

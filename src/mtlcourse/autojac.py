@@ -53,6 +53,26 @@ def jacobian(
     return _flat_jacobian(_batched_grad(stacked, params, _identity(stacked), retain_graph=retain_graph))
 
 
+def gramian(
+    losses: Sequence[Tensor] | Tensor, params: Iterable[Tensor], *, retain_graph: bool = False
+) -> Tensor:
+    r"""The Gramian :math:`G = J J^\top` of the losses, through :math:`J`: the route for any model.
+
+    Every Gramian-based aggregator needs only :math:`G` (its ``weights_from_gramian``). This forms
+    :math:`J` with :func:`jacobian` and returns :math:`J J^\top` in float64, whatever the dtype of
+    :math:`J` — correct for any graph. For instance-wise losses through ``nn.Linear`` layers,
+    :class:`mtlcourse.autogram.LinearGramian` computes the same matrix without forming :math:`J`, and
+    :func:`mtlcourse.autogram.gramian_backward` falls back to this function for other models.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(m, m)``, float64, symmetric positive semi-definite.
+    """
+    J = jacobian(losses, params, retain_graph=retain_graph).double()
+    return J @ J.T
+
+
 def backward(
     losses: Sequence[Tensor] | Tensor,
     params: Iterable[Tensor],
