@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .aggregation.base import Aggregator, aggregate, autocast_off
 
-__all__ = ["backward", "jacobian", "mtl_backward"]
+__all__ = ["backward", "gramian", "jacobian", "mtl_backward"]
 
 
 def jacobian(
