@@ -16,7 +16,7 @@ CPU_PINS := $(shell sed -n 's/^\([A-Z_]*\) = \(.*\)/\1="\2"/p' scripts/cpu.env)
 # No progress bar in kernels that store or compare outputs (mtlcourse.training.fit reads it).
 NO_BARS := MTLCOURSE_NO_PROGRESS=1
 
-.PHONY: book test lint unit notebooks linkcheck browser execute env clean
+.PHONY: book test lint unit notebooks linkcheck browser execute colab env clean
 
 env: $(STAMP)
 
@@ -67,6 +67,12 @@ test: lint unit notebooks linkcheck browser
 # (a back-matter notebook only by name: make execute NB=book/own_problem.ipynb)
 execute: $(STAMP)
 	env $(CPU_PINS) $(NO_BARS) $(BIN)/python scripts/execute_chapters.py $(NB)
+
+# Colab, simulated (scripts/colab_simulation.py): each chapter in a fresh environment holding only what
+# Colab preinstalls (scripts/colab-constraints.txt), its own install cell taking the Colab branch and
+# installing mtlcourse from this clone. Colab's progress bars stay. make colab [NB=chapters/0X_....ipynb]
+colab: $(STAMP)
+	$(BIN)/python scripts/colab_simulation.py --python $(PYTHON) $(NB)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache
