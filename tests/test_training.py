@@ -359,3 +359,55 @@ def test_the_real_text_bar_draws_on_stderr_and_leaves_stdout_alone(splits, capsy
     captured = capsys.readouterr()
     assert "epochs" in captured.err
     assert captured.out == ""
+
+
+# --- Jacobian methods get one loss per task ------------------------------------------------------------
+
+
+def _head_backward_counter(model):
+    calls = {name: 0 for name in model.heads}
+
+    def count(name):
+        def hook(module, grad_input, grad_output):
+            calls[name] += 1
+
+        return hook
+
+    for name, head in model.heads.items():
+        head.register_full_backward_hook(count(name))
+    return calls
+
+
+def test_fit_hands_a_jacobian_method_one_loss_per_task_so_each_head_runs_once_per_step():
+    from mtlcourse.aggregation import UPGrad
+    from mtlcourse.strategy import JacobianDescent
+
+    data = regression_classification(n=100, seed=0).train
+    tasks = [Task("regression", "regression"), Task("classification", "binary")]
+    torch.manual_seed(0)
+    model = hard_sharing_mlp(5, [8], {"regression": 1, "classification": 1})
+    calls = _head_backward_counter(model)
+    fit(model, tasks, data, strategy=JacobianDescent(UPGrad()), epochs=3, batch_size=50, progress=False)
+    assert calls == {"regression": 6, "classification": 6}  # 2 steps an epoch × 3 epochs, once each
+    # the stacked vector instead: each of its entries reaches both heads, twice the passes
+    calls.update(dict.fromkeys(calls, 0))
+    losses, _, features = task_losses(model, tasks, data.x, data.targets)
+    JacobianDescent(UPGrad()).backward(losses, model, features)
+    assert calls == {"regression": 2, "classification": 2}
+
+
+def test_the_separate_losses_and_their_stacked_vector_give_bit_identical_gradients():
+    from mtlcourse.aggregation import UPGrad
+    from mtlcourse.strategy import JacobianDescent
+
+    data = regression_classification(n=100, seed=0).train
+    tasks = [Task("regression", "regression"), Task("classification", "binary")]
+    torch.manual_seed(0)
+    model = hard_sharing_mlp(5, [8, 8], {"regression": 1, "classification": 1})
+    grads = []
+    for separate in (False, True):
+        model.zero_grad()
+        parts, _, features = training._separate_task_losses(model, tasks, data.x, data.targets)
+        JacobianDescent(UPGrad()).backward(parts if separate else torch.stack(parts), model, features)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))

@@ -8,7 +8,7 @@ returns the task weights it used, so a chapter can plot them over training.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -18,6 +18,11 @@ from mtlcourse.models import Features, MultiTaskNetwork
 
 class Strategy:
     """Base class: override :meth:`backward`; the other hooks are optional."""
+
+    separate_losses: bool = False
+    """If ``True``, ``fit`` passes :meth:`backward` the losses as a list of scalar tensors, one per task,
+    instead of their stacked vector: an entry of the vector is connected to every head, so a strategy
+    that backpropagates the losses one by one would run every head once per task."""
 
     def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         """Write gradients into ``.grad`` of the model's parameters (accumulating, like ``backward()``).
@@ -77,10 +82,14 @@ class JacobianDescent(Strategy):
         ``UPGrad()``, …); its weights are what ``fit`` records as ``weight_<task>``.
     """
 
+    separate_losses = True  # each loss through its own head only (m head passes, not m²)
+
     def __init__(self, aggregator) -> None:
         self.aggregator = aggregator
 
-    def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
+    def backward(
+        self, losses: torch.Tensor | Sequence[torch.Tensor], model: MultiTaskNetwork, features: Features
+    ) -> torch.Tensor:
         shared = model.shared_parameters()
         if not shared:
             return _own_gradients(losses, model)
@@ -104,7 +113,7 @@ class JacobianDescent(Strategy):
         return f"JacobianDescent({self.aggregator!r})"
 
 
-def _own_gradients(losses: torch.Tensor, model: MultiTaskNetwork) -> torch.Tensor:
+def _own_gradients(losses: torch.Tensor | Sequence[torch.Tensor], model: MultiTaskNetwork) -> torch.Tensor:
     """No shared parameters: accumulate the gradient of loss ``t`` into task ``t``'s parameters; weights 1."""
     groups = list(model.task_parameters().values())
     if len(groups) != len(losses):

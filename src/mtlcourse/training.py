@@ -42,9 +42,16 @@ def task_losses(
     model: MultiTaskNetwork, tasks: Sequence[Task], x: torch.Tensor, targets
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Features]:
     """Forward pass: the per-task mean losses (shape ``(m,)``), the outputs and the shared features."""
+    losses, outputs, features = _separate_task_losses(model, tasks, x, targets)
+    return torch.stack(losses), outputs, features
+
+
+def _separate_task_losses(
+    model: MultiTaskNetwork, tasks: Sequence[Task], x: torch.Tensor, targets
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], Features]:
+    """:func:`task_losses` before the stacking: one scalar tensor per task."""
     outputs, features = model(x, return_features=True)
-    losses = torch.stack([task.loss(outputs[task.name], targets[task.name]) for task in tasks])
-    return losses, outputs, features
+    return [task.loss(outputs[task.name], targets[task.name]) for task in tasks], outputs, features
 
 
 @torch.no_grad()
@@ -259,12 +266,14 @@ def fit(
         for start in range(0, n, batch):
             idx = order[start : start + batch].to(device)
             targets = {k: v[idx] for k, v in train.targets.items()}
-            losses, _, features = task_losses(model, tasks, train.x[idx], targets)
+            separate, _, features = _separate_task_losses(model, tasks, train.x[idx], targets)
+            losses = torch.stack(separate)
             if not torch.isfinite(losses).all():
                 bad = [t.name for t, v in zip(tasks, losses, strict=True) if not torch.isfinite(v)]
                 raise FloatingPointError(f"the loss of task(s) {bad} is not finite at epoch {epoch}")
             opt.zero_grad()
-            weights = strategy.backward(losses, model, features).detach().double().cpu()
+            given = separate if strategy.separate_losses else losses
+            weights = strategy.backward(given, model, features).detach().double().cpu()
             penalty = model.penalty()
             if penalty is not None:
                 if penalty.requires_grad:
