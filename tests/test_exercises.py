@@ -5,12 +5,14 @@ import torch.nn.functional as F
 from mtlcourse.aggregation import MGDA, Mean, PCGrad, UPGrad
 from mtlcourse.exercises import (
     check_aggregator,
+    check_delta_m,
     check_dwa_weights,
     check_gradnorm_loss,
     check_multitask_loss,
     check_shared_step,
     check_top_k_gate,
     check_upgrad_weights,
+    delta_m_reference,
     dwa_weights_reference,
     gradnorm_loss_reference,
     multitask_loss_reference,
@@ -710,3 +712,60 @@ def test_check_layer_gramian_names_the_mistake(wrong, named, capsys):
     assert not check_layer_gramian(wrong)
     out = capsys.readouterr().out
     assert out.startswith("✗") and named in out
+
+
+# --- Δm% (Chapter 9) -----------------------------------------------------------------------------------
+
+
+def delta_m_by_hand(model, baseline, higher):
+    signed = [(-1 if higher[k] else 1) * (model[k] - baseline[k]) / baseline[k] for k in model]
+    return 100 * sum(signed) / len(signed)
+
+
+def test_the_delta_m_reference_is_the_formula_on_a_hand_example():
+    # accuracy up 0.1 from 0.8 (−12.5 %), error up 0.1 from 0.4 (+25 %): mean +6.25 %, i.e. worse
+    model, baseline = {"acc": 0.9, "err": 0.5}, {"acc": 0.8, "err": 0.4}
+    assert delta_m_reference(model, baseline, {"acc": True, "err": False}) == pytest.approx(6.25)
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [delta_m_reference, delta_m_by_hand, lambda a, b, h: torch.tensor(delta_m_by_hand(a, b, h))],
+)
+def test_a_correct_delta_m_passes(candidate, capsys):
+    assert check_delta_m(candidate)
+    assert "✓" in capsys.readouterr().out
+
+
+def _relative(model, baseline, higher, divide_by=None):
+    return [(model[k] - baseline[k]) / (divide_by or baseline)[k] for k in model]
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (lambda a, b, h: -delta_m_by_hand(a, b, h), "sign is flipped"),
+        (lambda a, b, h: delta_m_by_hand(a, b, h) / 100, "factor 100"),
+        (lambda a, b, h: 100 * sum(_relative(a, b, h)) / len(a), "lower-is-better"),
+        (
+            lambda a, b, h: (
+                100
+                * sum(
+                    (-1 if h[k] else 1) * r for k, r in zip(a, _relative(a, b, h, divide_by=a), strict=True)
+                )
+                / len(a)
+            ),
+            "divided by the method's value",
+        ),
+        (lambda a, b, h: len(a) * delta_m_by_hand(a, b, h), "summed"),
+        (
+            lambda a, b, h: 100 * sum((-1 if h[k] else 1) * (a[k] - b[k]) for k in a) / len(a),
+            "absolute changes",
+        ),
+        (lambda a, b, h: 1 / 0, "raised ZeroDivisionError"),
+        (lambda a, b, h: [delta_m_by_hand(a, b, h)], "expected one number"),
+    ],
+)
+def test_each_classic_delta_m_mistake_is_named(wrong, message, capsys):
+    assert not check_delta_m(wrong)
+    assert message in capsys.readouterr().out

@@ -909,3 +909,116 @@ def check_layer_gramian(candidate: Callable[..., torch.Tensor], *, trials: int =
     which = "with and without a bias" if takes_bias else "with a bias"
     print(f"✓ equals J Jᵀ on {trials} random linear layers {which}")
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Δm% against single-task baselines (Chapter 9)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def delta_m_reference(
+    model_metrics: dict[str, float], baseline_metrics: dict[str, float], higher_is_better: dict[str, bool]
+) -> float:
+    r""":math:`\Delta_m\% = \frac{100}{K}\sum_k (-1)^{\ell_k} (M_{a,k} - M_{b,k}) / M_{b,k}` (> 0: worse).
+
+    Maninis et al. (2019, CVPR), with the sign of the CAGrad and Nash-MTL tables; computed by
+    :func:`mtlcourse.metrics.delta_m` itself.
+    """
+    from mtlcourse.metrics import delta_m
+
+    return delta_m(model_metrics, baseline_metrics, higher_is_better)
+
+
+def _delta_m_mistakes(
+    model: dict[str, float], baseline: dict[str, float], higher: dict[str, bool]
+) -> dict[str, float]:
+    """The values of the classic wrong versions of Δm%, keyed by the mistake in plain words."""
+    names = list(model)
+    sign = {k: -1.0 if higher[k] else 1.0 for k in names}
+    relative = {k: (model[k] - baseline[k]) / baseline[k] for k in names}
+    correct = 100 * sum(sign[k] * relative[k] for k in names) / len(names)
+    absolute = 100 * sum(sign[k] * (model[k] - baseline[k]) for k in names) / len(names)
+    return {
+        "the sign is flipped: in this course (and the CAGrad and Nash-MTL tables) a positive Δm% means "
+        "worse than the single-task baselines; LibMTL's Δp counts improvements as positive": -correct,
+        "the factor 100 is missing: Δm% is in percent": correct / 100,
+        "every metric is treated as lower-is-better: where higher is better (an accuracy), a rise is an "
+        "improvement, so its relative change enters with a minus sign, (−1)^ℓ_k": 100
+        * sum(relative.values())
+        / len(names),
+        "each change is divided by the method's value; divide by the baseline's, (M_a − M_b) / M_b": 100
+        * sum(sign[k] * (model[k] - baseline[k]) / model[k] for k in names)
+        / len(names),
+        f"the relative changes are summed; average them over the K = {len(names)} metrics": len(names)
+        * correct,
+        "absolute changes are averaged; divide each by the baseline's value, so that metrics of different "
+        "units and scales count alike": absolute,
+    }
+
+
+def _delta_m_failure(
+    candidate: Callable[..., float],
+    model: dict[str, float],
+    baseline: dict[str, float],
+    higher: dict[str, bool],
+    rtol: float,
+) -> str | None:
+    """What is wrong with ``candidate(model, baseline, higher)``, or ``None``."""
+    try:
+        got = candidate(dict(model), dict(baseline), dict(higher))
+    except Exception as error:  # a reader's bug: report it, do not crash the notebook
+        return f"raised {type(error).__name__}: {str(error).splitlines()[0]}"
+    try:
+        value = float(got.item() if isinstance(got, torch.Tensor) else got)
+    except (TypeError, ValueError, RuntimeError):
+        return f"expected one number, got {type(got).__name__}"
+    expected = delta_m_reference(model, baseline, higher)
+    tolerance = rtol * max(abs(expected), 1e-3)
+    if abs(value - expected) <= tolerance:
+        return None
+    found = f"got {value:+.4f}, expected {expected:+.4f}"
+    for mistake, wrong in _delta_m_mistakes(model, baseline, higher).items():
+        if abs(value - wrong) <= rtol * max(abs(wrong), 1e-3):
+            return f"{found}: {mistake}"
+    return found
+
+
+def check_delta_m(
+    candidate: Callable[[dict[str, float], dict[str, float], dict[str, bool]], float],
+    *,
+    trials: int = 20,
+    seed: int = 0,
+    rtol: float = 1e-6,
+) -> bool:
+    r"""Check ``candidate(model_metrics, baseline_metrics, higher_is_better) -> Δm%``.
+
+    The three arguments are dicts keyed by metric name, as for :func:`mtlcourse.metrics.delta_m`. On random
+    tables of 2 to 6 metrics — always some where higher is better (accuracies) and some where lower is
+    (errors), of different scales — the result is compared with :func:`delta_m_reference`; a wrong value
+    is matched against the classic mistakes (the sign flipped, no factor 100, the direction of a metric
+    ignored, dividing by the method's value, summing instead of averaging, absolute instead of relative
+    changes) and the one it matches is named.
+
+    Returns
+    -------
+    bool
+        ``True`` if everything agrees; otherwise the first failure is printed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for trial in range(trials):
+        k = int(torch.randint(2, 7, (1,), generator=generator))
+        flags = [True, False] + [bool(b) for b in torch.rand(k - 2, generator=generator) < 0.5]
+        scales = 10.0 ** torch.randint(-2, 3, (k,), generator=generator)
+        base = scales * (0.2 + torch.rand(k, generator=generator))
+        change = 1 + 0.4 * (torch.rand(k, generator=generator) - 0.5)
+        names = [f"{'accuracy' if h else 'error'} {i}" for i, h in enumerate(flags)]
+        model = {n: float(b * c) for n, b, c in zip(names, base, change, strict=True)}
+        baseline = {n: float(b) for n, b in zip(names, base, strict=True)}
+        higher = dict(zip(names, flags, strict=True))
+        if (failure := _delta_m_failure(candidate, model, baseline, higher, rtol)) is not None:
+            print(f"✗ case {trial} ({k} metrics): {failure}")
+            for label, table in (("model", model), ("baseline", baseline)):
+                print(f"  {label}: " + ", ".join(f"{n} {v:.4g}" for n, v in table.items()))
+            return False
+    print(f"✓ agrees with Δm% on {trials} random tables of 2 to 6 metrics, accuracies and errors mixed")
+    return True
