@@ -16,7 +16,7 @@ CPU_PINS := $(shell sed -n 's/^\([A-Z_]*\) = \(.*\)/\1="\2"/p' scripts/cpu.env)
 # No progress bar in kernels that store or compare outputs (mtlcourse.training.fit reads it).
 NO_BARS := MTLCOURSE_NO_PROGRESS=1
 
-.PHONY: book test lint unit notebooks linkcheck browser execute colab env clean
+.PHONY: book test lint unit notebooks linkcheck browser execute colab gpu-check env clean
 
 env: $(STAMP)
 
@@ -73,6 +73,12 @@ execute: $(STAMP)
 # installing mtlcourse from this clone. Colab's progress bars stay. make colab [NB=chapters/0X_....ipynb]
 colab: $(STAMP)
 	$(BIN)/python scripts/colab_simulation.py --python $(PYTHON) $(NB)
+
+# Every chapter on CUDA, its mean ± spread pairs checked against the stored CPU run's; skips (exit 0)
+# without a GPU. GPU_PYTHON: an environment with a CUDA build of torch and the course installed.
+GPU_PYTHON ?= $(BIN)/python
+gpu-check: $(STAMP)
+	env $(NO_BARS) $(BIN)/python scripts/gpu_check.py --python $(GPU_PYTHON) $(NB)
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

@@ -1,5 +1,8 @@
-"""The parts of ``make colab`` that need no new environment: the install cells' rewrite and the
-``google.colab`` stand-in (scripts/colab_simulation.py)."""
+"""The parts of ``make colab`` and ``make gpu-check`` that need neither a new environment nor a GPU.
+
+The install cells' rewrite and the ``google.colab`` stand-in (scripts/colab_simulation.py); the skip
+without CUDA and the comparison of ``mean ± spread`` pairs (scripts/gpu_check.py).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import colab_simulation  # noqa: E402
+import gpu_check  # noqa: E402
 
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 # The extras each chapter's install cell names: torchjd where a chapter compares with it or needs cvxpy.
@@ -87,3 +91,103 @@ def test_the_image_pins_torch_exactly_and_the_colab_stack():
     assert {"numpy", "pandas", "matplotlib", "seaborn", "scikit-learn", "ipykernel"} <= pins.keys()
     assert "mtlcourse" not in pins and "torchjd" not in pins
     assert colab_simulation.pinned_packages() == list(pins)
+
+
+# --- make gpu-check --------------------------------------------------------------------------------
+
+
+def _notebook(*printed: str) -> nbformat.NotebookNode:
+    cells = []
+    for text in printed:
+        cell = nbformat.v4.new_code_cell("print(table)")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        cells.append(cell)
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+def test_pairs_are_read_with_the_unit_of_their_last_digit():
+    pairs = gpu_check.pairs_in("PCGrad  0.0448 ± 0.0039  600 ± 0\nΔm  −1.5 ± 0.25")
+    assert [(p.mean, p.spread, p.unit) for p in pairs] == [
+        (0.0448, 0.0039, 1e-4),
+        (600.0, 0.0, 1.0),
+        (-1.5, 0.25, 0.1),  # the coarser of the two: the mean is rounded to tenths
+    ]
+    assert pairs[2].line == "Δm  −1.5 ± 0.25"
+
+
+def test_a_cuda_run_inside_the_widened_interval_is_not_reported():
+    stored = _notebook("sum 0.0448 ± 0.0039\nepochs 600 ± 0", "no pairs here")
+    cuda = _notebook("sum 0.0500 ± 0.0020\nepochs 599 ± 0", "no pairs here either")
+    assert gpu_check.compare(stored, cuda) == []
+
+
+def test_a_cuda_run_outside_the_widened_interval_is_reported_with_its_cell():
+    stored = _notebook("header", "sum 0.0448 ± 0.0039\nepochs 600 ± 0")
+    cuda = _notebook("header", "sum 0.0600 ± 0.0010\nepochs 600 ± 0")  # 0.0152 apart > 0.0039 + 0.0010 + 1e-4
+    (problem,) = gpu_check.compare(stored, cuda)
+    assert problem.startswith("cell 1: CPU 0.0448 ± 0.0039, CUDA 0.06 ± 0.001")
+
+
+def test_a_cuda_run_with_another_number_of_pairs_is_reported():
+    (problem,) = gpu_check.compare(_notebook("a 1.0 ± 0.1\nb 2.0 ± 0.1"), _notebook("a 1.0 ± 0.1"))
+    assert problem == "cell 0: 2 mean ± spread pairs stored, 1 on CUDA"
+
+
+def test_stderr_and_html_are_left_out_of_the_comparison():
+    cell = nbformat.v4.new_code_cell("table")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="warning 9.9 ± 0.1"),
+        nbformat.v4.new_output(
+            "execute_result", data={"text/plain": "1.0 ± 0.1", "text/html": "<td>1.0 ± 0.1</td>"}
+        ),
+    ]
+    assert [p.mean for p in gpu_check.pairs_in(gpu_check.output_text(cell))] == [1.0]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_a_stored_chapter_agrees_with_itself_and_its_tables_are_read(path: Path):
+    stored = nbformat.read(path, as_version=4)
+    assert gpu_check.compare(stored, nbformat.read(path, as_version=4)) == []
+    pairs = sum(len(gpu_check.pairs_in(gpu_check.output_text(cell))) for cell in stored.cells)
+    assert (pairs > 0) == (path.stem not in {"06_mgda_cagrad", "10_at_scale"})
+
+
+def test_without_cuda_the_check_is_skipped_with_exit_0(monkeypatch, capsys):
+    monkeypatch.setattr(gpu_check, "cuda_available", lambda python: False)
+    monkeypatch.setattr(gpu_check, "run_cells", lambda *args, **kwargs: pytest.fail("a chapter ran"))
+    assert gpu_check.main(["--python", "/some/python"]) == 0
+    assert "gpu-check skipped: no CUDA device" in capsys.readouterr().out
+
+
+def test_cuda_availability_is_asked_of_the_kernel_environment():
+    import torch
+
+    assert gpu_check.cuda_available(sys.executable) == torch.cuda.is_available()
+
+
+def _stored(tmp_path: Path, sources: list[str], printed: list[str]) -> Path:
+    notebook = _notebook(*printed)
+    for cell, source in zip(notebook.cells, sources, strict=True):
+        cell.source = source
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_a_chapter_is_run_in_the_given_kernel_and_compared(tmp_path: Path, monkeypatch):
+    """The whole check on a two-cell notebook, in this environment's kernel instead of a CUDA one."""
+    monkeypatch.setattr(gpu_check, "BUILD", tmp_path)
+    path = _stored(
+        tmp_path, ["print('a 1.02 ± 0.01')", "print('b 2.50 ± 0.01')"], ["a 1.00 ± 0.02", "b 2.00 ± 0.01"]
+    )
+    kernels = gpu_check.write_kernelspec(tmp_path, Path(sys.executable))
+    (problem,) = gpu_check.check_chapter(path, kernels)
+    assert problem.startswith(f"{path}: cell 1: CPU 2 ± 0.01, CUDA 2.5 ± 0.01")
+    assert (tmp_path / "chapter.ipynb").exists()
+
+
+def test_a_failing_cell_is_named(tmp_path: Path):
+    path = _stored(tmp_path, ["x = 1", "y = 1 / 0"], ["", ""])
+    kernels = gpu_check.write_kernelspec(tmp_path, Path(sys.executable))
+    with pytest.raises(gpu_check.CellFailure, match=r"cell 1 \('y = 1 / 0'\) failed: ZeroDivisionError"):
+        gpu_check.run_cells(nbformat.read(path, as_version=4), path, kernels, tmp_path)
