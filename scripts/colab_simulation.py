@@ -188,7 +188,8 @@ def check_install(runtime: Path, install: InstallCell, commit: str) -> str:
     has_torchjd = installed_from(runtime, "torchjd") is not None
     if has_torchjd != ("torchjd" in install.extras):
         raise RuntimeError(f"torchjd {'present' if has_torchjd else 'absent'} with extras {install.extras}")
-    return f"mtlcourse{install.extras or ''} from {commit[:12]}, torchjd {'in' if has_torchjd else 'absent'}"
+    extras = f"[{','.join(install.extras)}]" if install.extras else " (no extra)"
+    return f"mtlcourse{extras} from {commit[:12]}, torchjd {'installed' if has_torchjd else 'absent'}"
 
 
 def run_chapter(path: Path, image: Path, ref: str, commit: str) -> float:

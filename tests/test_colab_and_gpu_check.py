@@ -6,6 +6,7 @@ without CUDA and the comparison of ``mean ± spread`` pairs (scripts/gpu_check.p
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,35 @@ def test_the_image_pins_torch_exactly_and_the_colab_stack():
     assert {"numpy", "pandas", "matplotlib", "seaborn", "scikit-learn", "ipykernel"} <= pins.keys()
     assert "mtlcourse" not in pins and "torchjd" not in pins
     assert colab_simulation.pinned_packages() == list(pins)
+
+
+def _runtime(tmp_path: Path, commit: str, *others: str) -> Path:
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    info = site / "mtlcourse-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "direct_url.json").write_text(
+        json.dumps({"url": "file:///clone", "vcs_info": {"commit_id": commit}})
+    )
+    for name in others:
+        (site / f"{name}-1.0.dist-info").mkdir()
+    return tmp_path
+
+
+def test_the_install_is_checked_for_its_commit_and_its_extras(tmp_path: Path):
+    commit = "a" * 40
+    plain = colab_simulation.InstallCell(1, [], "v0.1.0")
+    with_torchjd = colab_simulation.InstallCell(1, ["torchjd"], "v0.1.0")
+    assert "torchjd absent" in colab_simulation.check_install(_runtime(tmp_path / "a", commit), plain, commit)
+    with pytest.raises(RuntimeError, match="torchjd absent with extras"):
+        colab_simulation.check_install(_runtime(tmp_path / "b", commit), with_torchjd, commit)
+    with pytest.raises(RuntimeError, match="torchjd present with extras"):
+        colab_simulation.check_install(_runtime(tmp_path / "c", commit, "torchjd"), plain, commit)
+    with pytest.raises(RuntimeError, match="installed from"):
+        colab_simulation.check_install(_runtime(tmp_path / "d", "b" * 40), plain, commit)
+    empty = tmp_path / "e"
+    (empty / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="did not install mtlcourse"):
+        colab_simulation.check_install(empty, plain, commit)
 
 
 # --- make gpu-check --------------------------------------------------------------------------------
