@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from mtlcourse import metrics
-from mtlcourse.benchmark import Benchmark, single_task, single_task_runs, sweep, train_and_score, tune
+from mtlcourse.benchmark import (
+    Benchmark,
+    single_task,
+    single_task_runs,
+    sweep,
+    train_and_score,
+    tune,
+    tune_all,
+)
 from mtlcourse.data import regression_classification
 from mtlcourse.models import hard_sharing_mlp
 from mtlcourse.tasks import Task
@@ -162,3 +172,55 @@ def test_sweep_chooses_the_setting_with_the_best_mean_validation_score(bench):
     assert runs.query("setting == 0.5 and seed == 1")["val_score"].item() == alone["val_score"]
     with pytest.raises(ValueError, match="select_on"):
         sweep(bench, settings, 1e-2, seeds=[0, 1], select_on=0)
+
+
+def _same_tuning(a, b) -> bool:
+    return (
+        (a.choice.lr, a.choice.extended, a.choice.bracketed)
+        == (b.choice.lr, b.choice.extended, b.choice.bracketed)
+        and a.choice.table.equals(b.choice.table)
+        and a.runs.equals(b.runs)
+        and a.histories.keys() == b.histories.keys()
+        and all(a.histories[k].equals(b.histories[k]) for k in a.histories)
+    )
+
+
+@pytest.fixture(scope="module")
+def jobs(bench):
+    from mtlcourse.aggregation import UPGrad
+    from mtlcourse.strategy import JacobianDescent
+    from mtlcourse.weighting import RandomWeighting
+
+    short = replace(bench, epochs=12, patience=3)
+    return {
+        "equal weights": (short, lambda m, seed: None),
+        "RLW": (short, lambda m, seed: RandomWeighting(seed=seed)),
+        "UPGrad": (short, lambda m, seed: JacobianDescent(UPGrad())),
+        "single-task regression": (short.only("regression"), lambda m, seed: None),
+    }
+
+
+@pytest.fixture(scope="module")
+def one_after_the_other(jobs):
+    return {name: tune(b, strategy, [0, 1]) for name, (b, strategy) in jobs.items()}
+
+
+def test_tune_all_in_two_processes_equals_tuning_one_job_after_the_other(jobs, one_after_the_other):
+    parallel = tune_all(jobs, [0, 1], processes=2)
+    assert list(parallel) == list(jobs)  # the order of the jobs, whatever finished first
+    for name in jobs:
+        assert _same_tuning(parallel[name], one_after_the_other[name]), name
+
+
+def test_tune_all_with_one_process_is_tune(jobs, one_after_the_other):
+    alone = tune_all(jobs, [0, 1], processes=1)
+    assert all(_same_tuning(alone[name], one_after_the_other[name]) for name in jobs)
+
+
+def test_an_error_in_a_worker_reaches_the_caller(jobs):
+    def broken(m, seed):
+        raise RuntimeError("this strategy cannot be built")
+
+    short, _ = jobs["equal weights"]
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        tune_all({"broken": (short, broken), **jobs}, [0, 1], processes=2)

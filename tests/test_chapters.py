@@ -21,7 +21,8 @@ NOTEBOOKS = CHAPTERS + BACK_MATTER
 
 def _toc_chapters() -> list[str]:
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [c["file"] for part in toc["parts"] for c in part["chapters"] if c["file"].startswith("chapters/")]
+    entries = [e for part in toc["parts"] for c in part["chapters"] for e in (c, *c.get("sections", []))]
+    return [e["file"] for e in entries if e["file"].startswith("chapters/")]
 
 
 def _first_code_cell(path: Path) -> dict:

@@ -9,7 +9,9 @@ baseline — goes through exactly the same code:
   can show both, and whether the validation curve had flattened (:func:`~mtlcourse.protocol.plateaued`);
 - :func:`tune`: the learning rate chosen on the *mean* validation score over all seeds
   (:func:`~mtlcourse.protocol.select_learning_rate`, extended until the grid brackets it), every run kept;
-- :func:`single_task`: the same for one network per task, the baselines of :math:`\Delta_m\%`.
+- :func:`single_task`: the same for one network per task, the baselines of :math:`\Delta_m\%`;
+- :func:`tune_all`: :func:`tune` for many methods at once, in worker processes (one per CPU core), with
+  the same result as tuning them one after the other.
 
 The protocol follows the advice of Xin et al. (2022, "Do current multi-task optimization methods in deep
 learning even help?", NeurIPS) and Kurin et al. (2022, "In defense of the unitary scalarization for deep
@@ -18,6 +20,8 @@ multi-task learning", NeurIPS): tune every method, equal weights included, with 
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -296,3 +300,62 @@ def single_task_runs(baselines: Mapping[str, Tuned]) -> pd.DataFrame:
     """The single-task baselines' chosen runs side by side: one row per seed, every metric column."""
     parts = [tuned.chosen.set_index("seed").filter(regex="^(test|train) ") for tuned in baselines.values()]
     return pd.concat(parts, axis=1).reset_index()
+
+
+# The jobs of the running tune_all, read by its worker processes (inherited by fork, never pickled: the
+# strategy factories are usually lambdas).
+_JOBS: dict[Hashable, tuple[Benchmark, StrategyFactory]] = {}
+_TUNE_OPTIONS: dict = {}
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # a forked worker must not share the parent's thread pool
+
+
+def _tune_job(name: Hashable) -> tuple[Hashable, Tuned]:
+    bench, strategy = _JOBS[name]
+    return name, tune(bench, strategy, **_TUNE_OPTIONS)
+
+
+def tune_all(
+    jobs: Mapping[Hashable, tuple[Benchmark, StrategyFactory]],
+    seeds: Sequence[int],
+    *,
+    select_on: int | None = None,
+    max_extensions: int = 2,
+    processes: int | None = None,
+) -> dict[Hashable, Tuned]:
+    """:func:`tune` every job — ``name -> (benchmark, strategy factory)`` — using every CPU core.
+
+    Each run seeds itself (:func:`train_and_score`), so a run does not depend on which process trains it
+    or on what ran before it there: the result equals ``{name: tune(bench, strategy, seeds, ...)}``, run
+    by run (tested). A single-task baseline is a job too: ``(bench.only(task), lambda m, seed: None)``.
+
+    Parameters
+    ----------
+    jobs
+        What to tune; the result has the same keys, in the same order.
+    seeds, select_on, max_extensions
+        As for :func:`tune`.
+    processes
+        Worker processes, one thread each. Default: the number of CPU cores this process may use, at most
+        one per job. With 1, on a platform without ``fork`` (Windows, macOS' default), or once CUDA is
+        initialised (a forked process cannot use it), the jobs run one after the other in this process.
+    """
+    options = {"seeds": list(seeds), "select_on": select_on, "max_extensions": max_extensions}
+    if processes is None:
+        processes = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    can_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
+    if processes <= 1 or not can_fork:
+        return {name: tune(bench, strategy, **options) for name, (bench, strategy) in jobs.items()}
+    _JOBS.clear()
+    _JOBS.update(jobs)
+    _TUNE_OPTIONS.clear()
+    _TUNE_OPTIONS.update(options)
+    try:
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_one_thread) as pool:
+            done = dict(pool.imap_unordered(_tune_job, list(jobs), chunksize=1))
+    finally:
+        _JOBS.clear()
+        _TUNE_OPTIONS.clear()
+    return {name: done[name] for name in jobs}

@@ -993,11 +993,11 @@ def check_delta_m(
     r"""Check ``candidate(model_metrics, baseline_metrics, higher_is_better) -> Δm%``.
 
     The three arguments are dicts keyed by metric name, as for :func:`mtlcourse.metrics.delta_m`. On random
-    tables of 2 to 6 metrics — always some where higher is better (accuracies) and some where lower is
-    (errors), of different scales — the result is compared with :func:`delta_m_reference`; a wrong value
-    is matched against the classic mistakes (the sign flipped, no factor 100, the direction of a metric
-    ignored, dividing by the method's value, summing instead of averaging, absolute instead of relative
-    changes) and the one it matches is named.
+    tables of 2 to 6 metrics — always some where higher is better (scores, e.g. accuracies) and some where
+    lower is (errors), of scales from 0.01 to 100 — the result is compared with
+    :func:`delta_m_reference`; a wrong value is matched against the classic mistakes (the sign flipped,
+    no factor 100, the direction of a metric ignored, dividing by the method's value, summing instead of
+    averaging, absolute instead of relative changes) and the one it matches is named.
 
     Returns
     -------
@@ -1011,7 +1011,7 @@ def check_delta_m(
         scales = 10.0 ** torch.randint(-2, 3, (k,), generator=generator)
         base = scales * (0.2 + torch.rand(k, generator=generator))
         change = 1 + 0.4 * (torch.rand(k, generator=generator) - 0.5)
-        names = [f"{'accuracy' if h else 'error'} {i}" for i, h in enumerate(flags)]
+        names = [f"{'score' if h else 'error'} {i}" for i, h in enumerate(flags)]
         model = {n: float(b * c) for n, b, c in zip(names, base, change, strict=True)}
         baseline = {n: float(b) for n, b in zip(names, base, strict=True)}
         higher = dict(zip(names, flags, strict=True))
@@ -1020,5 +1020,5 @@ def check_delta_m(
             for label, table in (("model", model), ("baseline", baseline)):
                 print(f"  {label}: " + ", ".join(f"{n} {v:.4g}" for n, v in table.items()))
             return False
-    print(f"✓ agrees with Δm% on {trials} random tables of 2 to 6 metrics, accuracies and errors mixed")
+    print(f"✓ agrees with Δm% on {trials} random tables of 2 to 6 metrics, scores and errors mixed")
     return True

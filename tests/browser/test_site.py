@@ -30,7 +30,9 @@ SEARCH_TERM, SEARCH_HIT = "GradNorm", "chapters/05_gradnorm.html"
 
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
-PAGES = [TOC["root"]] + [c["file"] for part in TOC["parts"] for c in part["chapters"]]
+PAGES = [TOC["root"]] + [
+    e["file"] for part in TOC["parts"] for c in part["chapters"] for e in (c, *c.get("sections", []))
+]
 CHAPTERS = [p for p in PAGES if p.startswith("chapters/")]
 # TeX delimiters that MathJax replaces: one left in the text is a formula the reader sees as source.
 RAW_TEX = re.compile(r"\\[()\[\]]|\$\$")
