@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -308,8 +309,11 @@ _JOBS: dict[Hashable, tuple[Benchmark, StrategyFactory]] = {}
 _TUNE_OPTIONS: dict = {}
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # a forked worker must not share the parent's thread pool
+def _worker_setup() -> None:
+    """A forked worker: one thread (not the parent's pool), and no writing to the parent's streams —
+    in a Jupyter kernel those are the kernel's sockets, which a forked process must not touch."""
+    torch.set_num_threads(1)
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # for the life of the worker
 
 
 def _tune_job(name: Hashable) -> tuple[Hashable, Tuned]:
@@ -353,7 +357,7 @@ def tune_all(
     _TUNE_OPTIONS.clear()
     _TUNE_OPTIONS.update(options)
     try:
-        with multiprocessing.get_context("fork").Pool(processes, initializer=_one_thread) as pool:
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_setup) as pool:
             done = dict(pool.imap_unordered(_tune_job, list(jobs), chunksize=1))
     finally:
         _JOBS.clear()
