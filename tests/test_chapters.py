@@ -166,8 +166,8 @@ def test_stored_outputs_were_made_with_the_installed_versions(path: Path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_run_kept_within_the_time_budget(path: Path):
-    """120 s per chapter in a fresh kernel on a 2-core CPU, one thread per process; the capstone benchmark may take 300 s, a back-matter
-    page 60 s (a reader copies from it and should not wait)."""
+    """120 s per chapter in a fresh kernel on a 2-core CPU, one thread per process; the capstone benchmark
+    may take 300 s, a back-matter page 60 s (a reader copies from it and should not wait)."""
     _, seconds = _run_info(path)
     budget = 300 if "benchmark" in path.stem else 60 if path in BACK_MATTER else 120
     assert 0 < seconds <= budget, f"{path.name} ran for {seconds:.0f} s; its budget is {budget} s"
