@@ -20,6 +20,7 @@ multi-task learning", NeurIPS): tune every method, equal weights included, with 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import sys
@@ -306,7 +307,6 @@ def single_task_runs(baselines: Mapping[str, Tuned]) -> pd.DataFrame:
 # The jobs of the running tune_all, read by its worker processes (inherited by fork, never pickled: the
 # strategy factories are usually lambdas).
 _JOBS: dict[Hashable, tuple[Benchmark, StrategyFactory]] = {}
-_TUNE_OPTIONS: dict = {}
 
 
 def _worker_setup() -> None:
@@ -316,9 +316,9 @@ def _worker_setup() -> None:
     sys.stdout = sys.stderr = open(os.devnull, "w")  # for the life of the worker
 
 
-def _tune_job(name: Hashable) -> tuple[Hashable, Tuned]:
+def _tune_job(name: Hashable, options: dict) -> tuple[Hashable, Tuned]:
     bench, strategy = _JOBS[name]
-    return name, tune(bench, strategy, **_TUNE_OPTIONS)
+    return name, tune(bench, strategy, **options)
 
 
 def tune_all(
@@ -354,12 +354,10 @@ def tune_all(
         return {name: tune(bench, strategy, **options) for name, (bench, strategy) in jobs.items()}
     _JOBS.clear()
     _JOBS.update(jobs)
-    _TUNE_OPTIONS.clear()
-    _TUNE_OPTIONS.update(options)
     try:
         with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_setup) as pool:
-            done = dict(pool.imap_unordered(_tune_job, list(jobs), chunksize=1))
+            job = functools.partial(_tune_job, options=options)
+            done = dict(pool.imap_unordered(job, list(jobs), chunksize=1))
     finally:
         _JOBS.clear()
-        _TUNE_OPTIONS.clear()
     return {name: done[name] for name in jobs}
