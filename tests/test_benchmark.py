@@ -174,6 +174,15 @@ def test_sweep_chooses_the_setting_with_the_best_mean_validation_score(bench):
         sweep(bench, settings, 1e-2, seeds=[0, 1], select_on=0)
 
 
+def test_sweep_in_two_processes_equals_one_run_after_the_other(bench):
+    short = replace(bench, epochs=12, patience=3)
+    settings = {w: (lambda m, seed, w=w: StaticWeights([w, 1 - w])) for w in (0.2, 0.5, 0.8)}
+    alone = sweep(short, settings, 1e-2, seeds=[0, 1, 2], select_on=2, processes=1)
+    parallel = sweep(short, settings, 1e-2, seeds=[0, 1, 2], select_on=2, processes=2)
+    assert parallel[0] == alone[0]
+    assert parallel[1].equals(alone[1])
+
+
 def _same_tuning(a, b) -> bool:
     return (
         (a.choice.lr, a.choice.extended, a.choice.bracketed)

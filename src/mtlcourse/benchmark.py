@@ -20,7 +20,6 @@ multi-task learning", NeurIPS): tune every method, equal weights included, with 
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import sys
@@ -261,13 +260,15 @@ def sweep(
     seeds: Sequence[int],
     *,
     select_on: int | None = None,
+    processes: int | None = None,
 ) -> tuple[Hashable, pd.DataFrame]:
     """Train several settings of one method at one learning rate; the best on validation gets every seed.
 
     For a hyperparameter other than the learning rate, e.g. the weights of
     :class:`~mtlcourse.weighting.StaticWeights`: each of ``strategies`` (label -> factory) is trained
     with the first ``select_on`` seeds (default: all); the label with the lowest mean best ``val_score``
-    is chosen and trained with the remaining seeds too.
+    is chosen and trained with the remaining seeds too. The runs are shared out among ``processes`` worker
+    processes as in :func:`tune_all`, with the same result as training them one after the other.
 
     Returns
     -------
@@ -279,17 +280,15 @@ def sweep(
     select_on = len(seeds) if select_on is None else select_on
     if not strategies or not 1 <= select_on <= len(seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"sweep needs settings, distinct seeds and 1 <= select_on <= {len(seeds)}")
-    records = [
-        {"setting": label, **train_and_score(bench, factory, lr, seed)[0]}
-        for label, factory in strategies.items()
-        for seed in seeds[:select_on]
-    ]
+
+    def run(setting: tuple[Hashable, int]) -> dict:
+        label, seed = setting
+        return {"setting": label, **train_and_score(bench, strategies[label], lr, seed)[0]}
+
+    records = _map(run, [(label, seed) for label in strategies for seed in seeds[:select_on]], processes)
     means = pd.DataFrame(records).groupby("setting", sort=False)["val_score"].mean()
     best = means.idxmin()
-    records += [
-        {"setting": best, **train_and_score(bench, strategies[best], lr, seed)[0]}
-        for seed in seeds[select_on:]
-    ]
+    records += _map(run, [(best, seed) for seed in seeds[select_on:]], processes)
     return best, pd.DataFrame(records)
 
 
@@ -304,9 +303,9 @@ def single_task_runs(baselines: Mapping[str, Tuned]) -> pd.DataFrame:
     return pd.concat(parts, axis=1).reset_index()
 
 
-# The jobs of the running tune_all, read by its worker processes (inherited by fork, never pickled: the
-# strategy factories are usually lambdas).
-_JOBS: dict[Hashable, tuple[Benchmark, StrategyFactory]] = {}
+# The function of the running _map, read by its worker processes (inherited by fork, never pickled: it
+# closes over strategy factories, which are usually lambdas). Only the items and results are pickled.
+_CALL: Callable | None = None
 
 
 def _worker_setup() -> None:
@@ -316,9 +315,29 @@ def _worker_setup() -> None:
     sys.stdout = sys.stderr = open(os.devnull, "w")  # for the life of the worker
 
 
-def _tune_job(name: Hashable, options: dict) -> tuple[Hashable, Tuned]:
-    bench, strategy = _JOBS[name]
-    return name, tune(bench, strategy, **options)
+def _call(item: object) -> object:
+    return _CALL(item)
+
+
+def _map(fn: Callable, items: list, processes: int | None) -> list:
+    """``[fn(item) for item in items]``, shared out among worker processes, one thread each.
+
+    ``processes`` defaults to the number of CPU cores this process may use, at most one per item. With 1,
+    on a platform without ``fork`` (Windows, macOS' default), or once CUDA is initialised (a forked process
+    cannot use it), the items run one after the other in this process.
+    """
+    if processes is None:
+        processes = min(len(items), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    can_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
+    if processes <= 1 or not can_fork:
+        return [fn(item) for item in items]
+    global _CALL
+    _CALL = fn
+    try:
+        with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_setup) as pool:
+            return pool.map(_call, items, chunksize=1)
+    finally:
+        _CALL = None
 
 
 def tune_all(
@@ -342,22 +361,11 @@ def tune_all(
     seeds, select_on, max_extensions
         As for :func:`tune`.
     processes
-        Worker processes, one thread each. Default: the number of CPU cores this process may use, at most
-        one per job. With 1, on a platform without ``fork`` (Windows, macOS' default), or once CUDA is
-        initialised (a forked process cannot use it), the jobs run one after the other in this process.
+        Worker processes, one thread each (default: one per CPU core this process may use). With 1, on a
+        platform without ``fork`` (Windows, macOS' default), or once CUDA is initialised (a forked process
+        cannot use it), the jobs run one after the other in this process.
     """
     options = {"seeds": list(seeds), "select_on": select_on, "max_extensions": max_extensions}
-    if processes is None:
-        processes = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    can_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
-    if processes <= 1 or not can_fork:
-        return {name: tune(bench, strategy, **options) for name, (bench, strategy) in jobs.items()}
-    _JOBS.clear()
-    _JOBS.update(jobs)
-    try:
-        with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_setup) as pool:
-            job = functools.partial(_tune_job, options=options)
-            done = dict(pool.imap_unordered(job, list(jobs), chunksize=1))
-    finally:
-        _JOBS.clear()
-    return {name: done[name] for name in jobs}
+    names = list(jobs)
+    tuned = _map(lambda name: tune(*jobs[name], **options), names, processes)
+    return dict(zip(names, tuned, strict=True))
