@@ -61,7 +61,7 @@ linkcheck: $(STAMP)
 browser: book $(CHROMIUM)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
 
-test: lint unit notebooks linkcheck browser
+test: lint unit notebooks linkcheck browser colab
 
 # Re-run chapters and store their outputs, timings and versions: make execute [NB=chapters/0X_....ipynb]
 # (a back-matter notebook only by name: make execute NB=book/own_problem.ipynb)
