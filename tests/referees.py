@@ -15,3 +15,14 @@ def cagrad_primal_optimum(J: torch.Tensor, c: float) -> float:
         solver=cp.CLARABEL
     )
     return float(t.value)
+
+
+def dual_cone_projections(J: torch.Tensor, G: torch.Tensor) -> np.ndarray:
+    """The projections of the rows of ``G`` (k × n) onto the dual cone {u : J u >= 0} of the rows of ``J``,
+    all in one problem, min ||U - G||² s.t. J Uᵀ >= 0, solved by cvxpy (Clarabel)."""
+    import cvxpy as cp
+
+    A, B = J.double().numpy(), G.double().numpy()
+    U = cp.Variable(B.shape)
+    cp.Problem(cp.Minimize(cp.sum_squares(U - B)), [A @ U.T >= 0]).solve(solver=cp.CLARABEL)
+    return U.value

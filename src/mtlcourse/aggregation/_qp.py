@@ -2,7 +2,8 @@
 
 Everything here works on a float64 numpy Gramian ``G = J Jᵀ`` (already normalised by the caller), never on
 the Jacobian itself: the problems have m ≤ a few dozen variables, so an active-set method costs
-microseconds to milliseconds, is exact in a finite number of steps, and needs no QP library.
+microseconds to milliseconds, is exact in a finite number of steps, and needs no QP library (only
+scipy's NNLS, for a starting point on singular Gramians).
 
 Gramians of Jacobians with more tasks than their rank (m > rank J) are singular, and so are many of the
 small systems an active-set method meets on the way. Each such system is solved in the least-squares sense
@@ -38,14 +39,18 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
     ``guess`` (boolean, shape of ``C``) is a warm start: a few primal-dual active-set steps from the
     guessed free sets (:func:`_primal_dual_start`) usually find the optimal support of every problem at
     once (two or three batched solves at m = 64 instead of one per freed coordinate), and otherwise leave a
-    nonnegative point stationary on its free set, from which the steps above continue. Either way the
-    answer is the one these steps certify by the KKT conditions, so the warm start changes the time, not
-    the result. Returns an array of the shape of ``C``.
+    nonnegative point stationary on its free set, from which the steps above continue. On a singular ``G``
+    whose range holds every ``c`` (UPGrad's, DualProj's and MGDA's problems when m > rank J), where those
+    steps cycle, the start is instead each problem solved as a least-squares problem on a factor of ``G``
+    (:func:`_factor_start`). Either way the answer is the one the steps above certify by the KKT
+    conditions, so the warm start changes the time, not the result. Returns an array of the shape of ``C``.
     """
     C = np.atleast_2d(C)
     k, m = C.shape
     if guess is None:
         X, free = np.zeros((k, m)), np.zeros((k, m), dtype=bool)
+    elif (start := _factor_start(G, C)) is not None:
+        X, free = start
     else:
         X, free = _primal_dual_start(G, C, np.broadcast_to(guess, C.shape))
     done = np.zeros(k, dtype=bool)
@@ -84,6 +89,37 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
         # Rounding can make the entering coordinate bounce straight back: that problem is then solved.
         done[todo[~free[todo, entering[todo]]]] = True
     return X
+
+
+def _factor_start(G: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    r"""A starting point for :func:`nonnegative_qp` when ``G`` is singular and its range holds every row
+    of ``C``; ``None`` (use :func:`_primal_dual_start`) when ``G`` is definite or some ``c`` is not in its
+    range. With :math:`G = Q \Lambda Q^\top` restricted to its r eigenvalues above ``1e-14`` times the
+    largest, :math:`A = \Lambda^{1/2} Q^\top` (r × m) and :math:`b = -\Lambda^{-1/2} Q^\top c`,
+    :math:`\tfrac12 \lVert A x - b \rVert^2 = \tfrac12 x^\top G x + c^\top x` + const, so each problem is
+    a nonnegative least-squares problem in r equations, solved by Lawson & Hanson's active-set method in
+    compiled code (``scipy.optimize.nnls``): its passive columns stay independent, so it does not cycle on
+    the singular free sets that stop the primal-dual steps, and its iterations cost microseconds, not a
+    batched solve each. The point returned is the solution up to rounding, which the caller checks.
+    """
+    L, info = torch.linalg.cholesky_ex(torch.from_numpy(G))
+    if info == 0 and (L.diagonal().numpy() ** 2 >= _PIVOT * G.diagonal()).all():
+        return None  # definite: the primal-dual start, and full-rank results, stay as they were
+    eigenvalues, Q = np.linalg.eigh(G)
+    keep = eigenvalues > _RCOND * eigenvalues[-1]
+    if keep.all() or not keep.any():
+        return None
+    root, Q = np.sqrt(eigenvalues[keep]), Q[:, keep]
+    A, B = root[:, None] * Q.T, -(C @ Q) / root  # G = Aᵀ A to rounding, and c = -Aᵀ b for c in range(G)
+    if np.abs(C + B @ A).max() > _CONSISTENT * np.abs(C).max():
+        return None
+    from scipy.optimize import nnls  # here: importing scipy.optimize takes most of a second
+
+    try:
+        X = np.array([nnls(A, b)[0] for b in B])
+    except RuntimeError:  # scipy's iteration limit
+        return None
+    return X, X > 0
 
 
 def _primal_dual_start(
