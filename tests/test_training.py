@@ -1,18 +1,24 @@
 import io
 import sys
 import types
+import warnings
 
 import pytest
 import torch
 import tqdm.notebook
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from mtlcourse import training
+from mtlcourse.aggregation import UPGrad
 from mtlcourse.data import TaskData, regression_classification
+from mtlcourse.famo import FAMO
 from mtlcourse.models import MultiTaskModel, hard_sharing_mlp, r_post_model
-from mtlcourse.strategy import Strategy
+from mtlcourse.strategy import JacobianDescent, Strategy
 from mtlcourse.tasks import Task
 from mtlcourse.training import fit, predict, task_losses
-from mtlcourse.weighting import StaticWeights
+from mtlcourse.weighting import StaticWeights, UncertaintyWeighting, equal_weights
 
 TASKS = [Task("regression", "regression"), Task("classification", "binary")]
 
@@ -158,6 +164,40 @@ def test_a_non_finite_loss_stops_training_with_the_task_named(splits):
         model.heads["regression"].bias.fill_(float("inf"))
     with pytest.raises(FloatingPointError, match=r"\['regression'\].*epoch 1"):
         fit(model, TASKS, splits.train, epochs=1)
+
+
+class _Poison(StaticWeights):
+    """Equal weights that set the regression head's bias to inf after the run's step number ``at``."""
+
+    def __init__(self, model, at: int) -> None:
+        super().__init__([0.5, 0.5])
+        self.model, self.at, self.steps = model, at, 0
+
+    def after_step(self, losses_after_step) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            with torch.no_grad():
+                self.model.heads["regression"].bias.fill_(float("inf"))
+
+
+def test_a_loss_that_goes_non_finite_within_an_epoch_is_named_with_that_epoch(splits):
+    """Four steps an epoch, poisoned after the sixth: on the seventh only the regression loss is inf, on the
+    eighth every loss is NaN (the trunk took a NaN step). The error names the first, at the epoch's end."""
+    model = _model()
+    strategy = _Poison(model, at=6)
+    batch = -(-len(splits.train) // 4)
+    with pytest.raises(FloatingPointError, match=r"task\(s\) \['regression'\] is not finite at epoch 2"):
+        fit(model, TASKS, splits.train, strategy=strategy, epochs=3, batch_size=batch)
+    assert strategy.steps == 8
+
+
+def test_a_strategy_that_fails_on_a_non_finite_loss_gets_fit_s_error(splits):
+    model = _model()
+    with torch.no_grad():
+        model.heads["regression"].bias.fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"\['regression'\].*epoch 1") as caught:
+        fit(model, TASKS, splits.train, strategy=FAMO(2), epochs=1)
+    assert isinstance(caught.value.__context__, ValueError)  # FAMO's own refusal, kept in the chain
 
 
 def test_early_stopping_without_validation_is_refused(splits):
@@ -411,3 +451,155 @@ def test_the_separate_losses_and_their_stacked_vector_give_bit_identical_gradien
         JacobianDescent(UPGrad()).backward(parts if separate else torch.stack(parts), model, features)
         grads.append([p.grad.clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Synchronisation with the device: a step should not wait for values from a GPU
+# ---------------------------------------------------------------------------------------------------------
+
+CUDA = torch.cuda.is_available()
+_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+
+
+class _DeviceReads(TorchDispatchMode):
+    """Counts, on the CPU, what would be synchronisations with a GPU: reads on the host of device values.
+
+    The device values are ``sources`` (the model's parameters, the data) and the result of any operation on
+    one of them. A read is ``.item()``, ``bool()`` or ``float()`` (``aten._local_scalar_dense``),
+    ``nonzero`` (a shape that depends on the values), ``.tolist()`` or ``.numpy()`` of a device value, and
+    every ``.cpu()``. Host-side arithmetic (an aggregator's numpy solve once the Gramian is on the host, an
+    optimiser's step counters) reads nothing back and is not counted. Copies *to* the device are not seen.
+    """
+
+    def __init__(self, sources) -> None:
+        super().__init__()
+        self.on_device = WeakTensorKeyDictionary()
+        for t in sources:
+            self.on_device[t] = True
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        from_device = any(t in self.on_device for t in tensors)
+        self.reads += from_device and func in _READS
+        out = func(*args, **kwargs)
+        if from_device:
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.on_device[t] = True
+        return out
+
+    def counting(self, name: str):
+        """``torch.Tensor``'s method ``name``, counting its calls on device values (``cpu``: every call)."""
+        method = getattr(torch.Tensor, name)
+
+        def counted(tensor, *args, **kwargs):
+            self.reads += name == "cpu" or tensor in self.on_device
+            return method(tensor, *args, **kwargs)
+
+        return counted
+
+
+def _fit_in_steps(model, strategy, steps: int) -> None:
+    """One epoch of ``steps`` mini-batches on the R post's data, with SGD (Adam reads its step counters with
+    ``.item()``: CPU tensors even for a model on a GPU, which ``_DeviceReads`` could not tell apart)."""
+    data = regression_classification(n=200, seed=0).train
+    sgd = lambda groups: torch.optim.SGD(groups, lr=0.01)  # noqa: E731
+    fit(model, TASKS, data, strategy=strategy, epochs=1, batch_size=-(-len(data) // steps), optimizer=sgd)
+
+
+def _reads_per_step(make, monkeypatch) -> float:
+    """Device reads of a step: an epoch of 8 steps minus one of 2, over 6 (the per-epoch reads cancel)."""
+    counts = []
+    for steps in (2, 8):
+        model, strategy = _model(), make()
+        data = regression_classification(n=200, seed=0).train
+        mode = _DeviceReads([*model.parameters(), data.x, *data.targets.values(), *strategy.parameters()])
+        with monkeypatch.context() as patch:
+            for name in ("cpu", "numpy", "tolist"):
+                patch.setattr(torch.Tensor, name, mode.counting(name))
+            with mode:
+                _fit_in_steps(model, strategy, steps)
+        counts.append(mode.reads)
+    return (counts[1] - counts[0]) / 6
+
+
+class _Peeking(StaticWeights):
+    """Equal weights that read a loss back at every step, as a per-step log line would."""
+
+    def weights(self, losses, model):
+        self.last = losses[0].item()
+        return super().weights(losses, model)
+
+
+def test_the_device_read_counter_sees_one_read_a_step(monkeypatch):
+    peeking = _reads_per_step(lambda: _Peeking([0.5, 0.5]), monkeypatch)
+    assert peeking - _reads_per_step(lambda: equal_weights(2), monkeypatch) == 1
+
+
+STRATEGIES = {
+    "equal": (lambda: equal_weights(2), 0),
+    "uncertainty": (lambda: UncertaintyWeighting(2), 0),
+    "upgrad": (lambda: JacobianDescent(UPGrad()), 1),  # the Gramian, to the host for the solve
+}
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_training_step_reads_from_the_device_only_what_the_strategy_needs(name, monkeypatch):
+    make, budget = STRATEGIES[name]
+    assert _reads_per_step(make, monkeypatch) <= budget
+
+
+class _Recording(UncertaintyWeighting):
+    def __init__(self, calls: list) -> None:
+        super().__init__(2)
+        self.calls = calls
+
+    def to(self, device):
+        self.calls.append(("to", torch.device(device)))
+        return super().to(device)
+
+
+def test_fit_puts_the_strategy_on_the_models_device_before_building_the_optimiser(splits):
+    calls: list = []
+
+    def adam(groups):
+        calls.append(("optimizer", {p.device for group in groups for p in group["params"]}))
+        return torch.optim.Adam(groups)
+
+    fit(_model(), TASKS, splits.train, strategy=_Recording(calls), optimizer=adam, epochs=1)
+    cpu = torch.device("cpu")
+    assert calls == [("to", cpu), ("optimizer", {cpu})]
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_on_cuda_a_training_step_synchronises_at_most_twice(name):
+    """Counted by CUDA (``set_sync_debug_mode``), copies to the device included: for UPGrad the Gramian
+    goes to the host and the weights come back (see ``test_devices``); the other two need nothing."""
+    make, _ = STRATEGIES[name]
+
+    def syncs(steps: int) -> int:
+        model, strategy = _model().to("cuda"), make()
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                _fit_in_steps(model, strategy, steps)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    syncs(8)  # the first run initialises CUDA's libraries
+    assert (syncs(8) - syncs(2)) / 6 <= 2
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device")
+def test_on_cuda_uncertainty_weighting_trains_its_log_variances_there(splits):
+    strategy = UncertaintyWeighting(2)
+    parameter = strategy.log_variances
+    fit(_model().to("cuda"), TASKS, splits.train, strategy=strategy, epochs=3)
+    assert strategy.log_variances is parameter and parameter.device.type == "cuda"
+    assert (parameter.detach().cpu() != 0).all()

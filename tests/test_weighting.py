@@ -20,6 +20,8 @@ from mtlcourse.weighting import (
     equal_weights,
 )
 
+CUDA = torch.cuda.is_available()
+
 
 def _losses_of(model):
     x = torch.randn(8, 5)
@@ -348,6 +350,19 @@ def test_fit_with_uncertainty_weighting_learns_the_log_variances():
     assert _weights(history, 2) == pytest.approx(expected, rel=1e-5)
     assert (strategy.log_variances.detach() != 0).all()
     assert strategy.log_variances.grad is not None
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA device"))]
+)
+def test_uncertainty_weighting_moves_its_log_variances_and_their_gradient_in_place(device):
+    strategy = UncertaintyWeighting(2, init=0.5)
+    parameter = strategy.log_variances
+    parameter.grad = torch.ones(2)
+    assert strategy.to(device) is strategy
+    assert strategy.parameters()[0] is parameter  # the object an optimiser may already hold
+    assert parameter.device.type == device and parameter.grad.device.type == device
+    assert parameter.tolist() == [0.5, 0.5] and parameter.grad.tolist() == [1.0, 1.0]
 
 
 def test_fit_with_dwa_uses_the_documented_weights():

@@ -104,8 +104,10 @@ class FAMO(LossWeighting):
 
     def weights(self, losses: torch.Tensor, model: MultiTaskNetwork | None = None) -> torch.Tensor:
         r"""The weights :math:`w_i = c\, z_i / (L_i - b_i + \epsilon)` of this step (sum 1), float64."""
-        z = torch.softmax(self.logits.detach(), dim=0)
-        ratio = z / self._shifted(losses)
+        return self._weights(self._shifted(losses))
+
+    def _weights(self, shifted: torch.Tensor) -> torch.Tensor:
+        ratio = torch.softmax(self.logits.detach(), dim=0) / shifted
         return ratio / ratio.sum()
 
     def update(self, losses: torch.Tensor) -> None:
@@ -126,9 +128,11 @@ class FAMO(LossWeighting):
 
     def backward(self, losses: torch.Tensor, model: MultiTaskNetwork, features: Features) -> torch.Tensor:
         self.update(losses)  # the previous step's update, if nobody applied it after the step
-        weights = super().backward(losses, model, features)
-        self._previous = self._shifted(losses)
-        return weights
+        shifted = self._shifted(losses)  # one copy of the losses to the CPU per step, used twice
+        weights = self._weights(shifted).to(losses)
+        (weights @ losses).backward()
+        self._previous = shifted
+        return weights.detach()
 
     def __repr__(self) -> str:
         return (

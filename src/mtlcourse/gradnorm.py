@@ -299,12 +299,13 @@ class GradNorm(LossWeighting):
             raise ValueError(f"GradNorm needs non-negative, finite losses, got {current.tolist()}")
         shared = self._shared_weight(model)
 
-        # 1. ||grad_W L_i|| by m backward passes that keep the graph (first-order only).
-        norms = torch.zeros(len(losses), dtype=torch.float64)
+        # 1. ||grad_W L_i|| by m backward passes that keep the graph (first-order only), read in one copy.
+        per_task = []
         for i in range(len(losses)):
             (g,) = torch.autograd.grad(losses[i], shared, retain_graph=True, allow_unused=True)
-            if g is not None:
-                norms[i] = torch.linalg.vector_norm(g.detach().double()).cpu()
+            g = shared.new_zeros((), dtype=torch.float64) if g is None else g.detach().double()
+            per_task.append(torch.linalg.vector_norm(g))
+        norms = torch.stack(per_task).cpu()
 
         w = self._w.detach().clone()
         grad_norms = w * norms  # G_i = w_i ||grad_W L_i||, w_i > 0

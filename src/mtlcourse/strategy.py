@@ -47,6 +47,12 @@ class Strategy:
         """Learnable parameters of the strategy itself (e.g. log-variances); ``fit`` optimises them too."""
         return []
 
+    def to(self, device: torch.device | str) -> Strategy:
+        """Put the strategy's own tensors (its :meth:`parameters`, weights it uses every step) on ``device``;
+        returns ``self``. ``fit`` calls it with the model's device after :meth:`reset` and before it builds
+        the optimiser, so that no step copies them there. The default does nothing."""
+        return self
+
     def after_step(self, losses_after_step: Callable[[], torch.Tensor]) -> None:
         """Called by ``fit`` right after each optimiser step, with a function that recomputes the task
         losses on the same batch (no autograd graph). The default does nothing and never calls it, so
@@ -101,7 +107,7 @@ class JacobianDescent(Strategy):
             aggregator=self.aggregator,
         )
         if weights is None:  # a plain callable J -> d (e.g. a torchjd aggregator) exposes no weights
-            return torch.full((len(losses),), float("nan"))
+            return torch.full((len(losses),), float("nan"), device=losses[0].device)
         return weights.detach()
 
     def reset(self) -> None:
@@ -124,4 +130,4 @@ def _own_gradients(losses: torch.Tensor | Sequence[torch.Tensor], model: MultiTa
         grads = torch.autograd.grad(loss, group, retain_graph=i < len(losses) - 1, materialize_grads=True)
         for p, g in zip(group, grads, strict=True):
             p.grad = g if p.grad is None else p.grad + g
-    return torch.ones(len(losses))
+    return torch.ones(len(losses), device=losses[0].device)

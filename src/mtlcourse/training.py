@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -78,7 +79,7 @@ def _validate(model: MultiTaskNetwork, tasks: Sequence[Task], data: TaskData, we
     losses, outputs, _ = task_losses(model, tasks, data.x, data.targets)
     model.train()
     row = {f"val_loss_{t.name}": loss.item() for t, loss in zip(tasks, losses, strict=True)}
-    row["val_total"] = (weights @ losses.double().cpu()).item()
+    row["val_total"] = (weights @ losses.double()).item()
     for task in tasks:
         acc = task.accuracy(outputs[task.name], data.targets[task.name])
         if acc is not None:
@@ -87,6 +88,14 @@ def _validate(model: MultiTaskNetwork, tasks: Sequence[Task], data: TaskData, we
         if r2 is not None:
             row[f"val_r2_{task.name}"] = r2
     return row
+
+
+def _raise_if_not_finite(tasks: Sequence[Task], finite: list[torch.Tensor], epoch: int) -> None:
+    """Raise for the first step of the epoch whose losses were not all finite (``finite``: one per step)."""
+    for step in torch.stack(finite).tolist():
+        if not all(step):
+            bad = [t.name for t, ok in zip(tasks, step, strict=True) if not ok]
+            raise FloatingPointError(f"the loss of task(s) {bad} is not finite at epoch {epoch}")
 
 
 def _log_line(row: dict, tasks: Sequence[Task]) -> str:
@@ -154,7 +163,9 @@ def fit(
     ``strategy``, which fills ``.grad``; if the model has a penalty (``model.penalty()`` is not ``None``,
     e.g. :class:`~mtlcourse.sharing.SoftSharing`'s distance between columns), its gradient is added with
     weight 1, whatever the strategy; then the gradient is clipped (optional) and the optimiser steps.
-    After each epoch the model is scored on ``val``.
+    After each epoch the model is scored on ``val``. On a GPU, a step reads nothing back from it beyond
+    what the strategy needs (a Gramian-based aggregator's :math:`m \times m` Gramian): the epoch's sums
+    stay on the device until the epoch ends.
 
     Parameters
     ----------
@@ -214,6 +225,14 @@ def fit(
         (the normalised sum above, over the selected tasks when ``select`` names them).
         ``history.attrs["best_epoch"]`` is the epoch with the lowest selection score,
         ``history.attrs["select"]`` names it (with ``val``; a tuple when ``select`` names tasks).
+
+    Raises
+    ------
+    FloatingPointError
+        If a task's training loss is not finite, naming the task(s) of the first such step and the epoch:
+        at the end of that epoch (its sum of losses, read then anyway, is not finite), before validation
+        and the strategy's ``end_epoch``; or at once, if the strategy fails on that step (FAMO and
+        GradNorm refuse a non-finite loss). The rest of the epoch is trained on, with non-finite values.
     """
     _check_tasks(model, tasks, train, val)
     if epochs < 1:
@@ -233,6 +252,7 @@ def fit(
     strategy = strategy if strategy is not None else equal_weights(len(tasks))
     strategy.reset()
     device = next(model.parameters()).device
+    strategy.to(device)  # before the optimiser is built on its parameters
     train = train.to(device)
     val = val.to(device) if val is not None else None
     groups = [{"params": list(model.parameters()), "weight_decay": weight_decay}]
@@ -240,7 +260,7 @@ def fit(
         groups.append({"params": extra, "weight_decay": 0.0})
     opt = optimizer(groups) if optimizer is not None else torch.optim.Adam(groups, lr=lr)
 
-    n = len(train)
+    n, m = len(train), len(tasks)
     batch = n if batch_size is None else batch_size
     gen = torch.Generator().manual_seed(seed)
     log_epochs = set(log_epochs)
@@ -249,7 +269,7 @@ def fit(
     best_score, best_state, since_best = float("inf"), None, 0
     score_column = "val_total" if select == "weighted" else "val_score"
     if val is not None:
-        initial_val_losses = _validate(model, tasks, val, torch.zeros(len(tasks), dtype=torch.float64))
+        initial_val_losses = _validate(model, tasks, val, torch.zeros(m, dtype=torch.float64, device=device))
         initial = [initial_val_losses[f"val_loss_{t.name}"] for t in tasks]
         if not all(v > 0 and v < float("inf") for v in initial):
             raise ValueError(f"selection needs positive, finite validation losses to start, got {initial}")
@@ -259,42 +279,50 @@ def fit(
     model.train()
     epoch_numbers = range(1, epochs + 1)
     for epoch in bar(epoch_numbers, desc="epochs", leave=False) if bar is not None else epoch_numbers:
-        order = torch.arange(n) if batch >= n else torch.randperm(n, generator=gen)
-        sum_losses = torch.zeros(len(tasks), dtype=torch.float64)
-        sum_weights = torch.zeros(len(tasks), dtype=torch.float64)
-        sum_total, sum_penalty, steps = 0.0, 0.0, 0
+        order = torch.arange(n, device=device) if batch >= n else torch.randperm(n, generator=gen).to(device)
+        # The epoch's sums stay on the model's device and are read after the epoch, finiteness included (see
+        # Raises): no step waits for a GPU.
+        zeros = functools.partial(torch.zeros, dtype=torch.float64, device=device)
+        sum_losses, sum_weights, sum_total, sum_penalty = zeros(m), zeros(m), zeros(()), zeros(())
+        finite: list[torch.Tensor] = []  # per step, which losses were finite: read only if one was not
+        steps = 0
         for start in range(0, n, batch):
-            idx = order[start : start + batch].to(device)
-            targets = {k: v[idx] for k, v in train.targets.items()}
-            separate, _, features = _separate_task_losses(model, tasks, train.x[idx], targets)
+            idx = order[start : start + batch]
+            x, targets = train.x[idx], {k: v[idx] for k, v in train.targets.items()}
+            separate, _, features = _separate_task_losses(model, tasks, x, targets)
             losses = torch.stack(separate)
-            if not torch.isfinite(losses).all():
-                bad = [t.name for t, v in zip(tasks, losses, strict=True) if not torch.isfinite(v)]
-                raise FloatingPointError(f"the loss of task(s) {bad} is not finite at epoch {epoch}")
+            finite.append(torch.isfinite(losses.detach()))
             opt.zero_grad()
             given = separate if strategy.separate_losses else losses
-            weights = strategy.backward(given, model, features).detach().double().cpu()
+            try:
+                weights = strategy.backward(given, model, features).detach().to(device, torch.float64)
+            except Exception:  # e.g. FAMO and GradNorm refuse a non-finite loss: name it as below
+                _raise_if_not_finite(tasks, finite, epoch)
+                raise
             penalty = model.penalty()
             if penalty is not None:
                 if penalty.requires_grad:
                     penalty.backward()
-                sum_penalty += penalty.item() * len(idx)
+                sum_penalty += penalty.detach().double() * len(idx)
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             opt.step()
-            strategy.after_step(functools.partial(_losses_without_graph, model, tasks, train.x[idx], targets))
-            w_len = len(idx)
-            sum_losses += losses.detach().double().cpu() * w_len
-            sum_total += (weights @ losses.detach().double().cpu()).item() * w_len
+            strategy.after_step(functools.partial(_losses_without_graph, model, tasks, x, targets))
+            values = losses.detach().double()
+            sum_losses += values * len(idx)
+            sum_total += (weights @ values) * len(idx)
             sum_weights += weights
             steps += 1
 
+        train_losses = (sum_losses / n).tolist()
+        if not all(map(math.isfinite, train_losses)):  # a sum is finite if and only if its terms are
+            _raise_if_not_finite(tasks, finite, epoch)
         row: dict = {"epoch": epoch}
-        row |= {f"train_loss_{t.name}": v.item() for t, v in zip(tasks, sum_losses / n, strict=True)}
-        row["train_total"] = sum_total / n
+        row |= {f"train_loss_{t.name}": v for t, v in zip(tasks, train_losses, strict=True)}
+        row["train_total"] = (sum_total / n).item()
         if has_penalty:
-            row["train_penalty"] = sum_penalty / n
-        row |= {f"weight_{t.name}": v.item() for t, v in zip(tasks, sum_weights / steps, strict=True)}
+            row["train_penalty"] = (sum_penalty / n).item()
+        row |= {f"weight_{t.name}": v for t, v in zip(tasks, (sum_weights / steps).tolist(), strict=True)}
         if val is not None:
             row |= _validate(model, tasks, val, weights)
             normalised = (

@@ -64,6 +64,11 @@ class StaticWeights(LossWeighting):
         order = [self._names.index(name) for name in model.task_names]
         return self._w[order]
 
+    def to(self, device: torch.device | str) -> StaticWeights:
+        """Keep the weights on ``device`` (``fit`` calls this), so that a step does not copy them there."""
+        self._w = self._w.to(device)
+        return self
+
     def __repr__(self) -> str:
         names = self._names or range(len(self._w))
         return f"StaticWeights({dict(zip(names, self._w.tolist(), strict=True))})"
@@ -247,6 +252,9 @@ class UncertaintyWeighting(LossWeighting):
     The returned weights are :math:`w_i = \frac12 e^{-s_i}` (detached), the factor each task's
     loss gradient is multiplied by; at the default initialisation they are ½ each.
 
+    The log-variances are created on the CPU; ``fit`` moves them to the model's device (:meth:`to`)
+    before it builds its optimiser, so that the optimiser finds every parameter on one device.
+
     Parameters
     ----------
     m
@@ -265,6 +273,15 @@ class UncertaintyWeighting(LossWeighting):
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.log_variances]
+
+    def to(self, device: torch.device | str) -> UncertaintyWeighting:
+        """Move the log-variances (and their gradient) to ``device``; as with ``nn.Module.to``, the
+        parameter object stays the same."""
+        p = self.log_variances
+        p.data = p.data.to(device)
+        if p.grad is not None:
+            p.grad = p.grad.to(device)
+        return self
 
     def reset(self) -> None:
         """Put every log-variance back to ``init`` (in place: the parameter object stays the same)."""
