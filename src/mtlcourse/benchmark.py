@@ -7,8 +7,9 @@ baseline — goes through exactly the same code:
 - :func:`train_and_score`: one run (one method, one learning rate, one seed) with early stopping on
   ``fit``'s method-independent ``val_score``; returns its test *and* training metrics, so that a table
   can show both, and whether the validation curve had flattened (:func:`~mtlcourse.protocol.plateaued`);
-- :func:`tune`: the learning rate chosen on the *mean* validation score over all seeds
-  (:func:`~mtlcourse.protocol.select_learning_rate`, extended until the grid brackets it), every run kept;
+- :func:`tune`: the learning rate chosen on the *mean* validation score over the first seeds
+  (:func:`~mtlcourse.protocol.select_learning_rate`, extended until the grid brackets it), then the other
+  seeds trained at it, every run kept;
 - :func:`single_task`: the same for one network per task, the baselines of :math:`\Delta_m\%`;
 - :func:`tune_all`: :func:`tune` for many methods at once, in worker processes (one per CPU core), with
   the same result as tuning them one after the other.

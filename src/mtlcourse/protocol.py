@@ -8,11 +8,11 @@ specialised methods, match them on their benchmarks):
 
 1. choose the learning rate on validation from a geometric grid that brackets the optimum
    (:func:`select_learning_rate`);
-2. train several seeds at that rate until one fixed, method-independent criterion says the validation
-   curve has flattened (:func:`plateaued`, on ``fit``'s ``val_score``);
+2. train several seeds at that rate, each stopped by one fixed, method-independent rule (early stopping
+   on ``fit``'s ``val_score``), and check that its validation curve had flattened (:func:`plateaued`);
 3. report each test metric as mean and confidence interval over the seeds (:func:`mean_ci`,
-   :func:`summarize`), and :math:`\Delta_m\%` against the single-task baselines with a bootstrap
-   interval (:func:`delta_m_interval`);
+   :func:`summarize`), and :math:`\Delta_m\%` against the single-task baselines with a
+   delta-method Student-*t* interval (:func:`delta_m_interval`);
 4. draw the trade-off: which methods are not dominated by any other (:func:`pareto_front`).
 """
 
@@ -114,61 +114,94 @@ def summarize(
     return pd.DataFrame(rows)
 
 
+def _sample_variance(x: np.ndarray) -> float:
+    """ddof=1 variance, exactly 0 when every value is the same (no rounding residue from the mean)."""
+    return 0.0 if (x == x[0]).all() else float(x.var(ddof=1))
+
+
 def delta_m_interval(
     method: pd.DataFrame,
     baseline: pd.DataFrame,
     higher_is_better: Mapping[str, bool],
     level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
     *,
     paired: bool = False,
 ) -> tuple[float, float, float]:
-    r""":math:`\Delta_m\%` of a method against its baseline, with a percentile-bootstrap interval.
+    r""":math:`\Delta_m\%` of a method against its baseline, with a delta-method Student-*t* interval.
 
     The estimate is :func:`mtlcourse.metrics.delta_m` of the seed means (positive = worse than the
-    baseline). The interval is the percentile bootstrap (Efron & Tibshirani 1993, *An Introduction to
-    the Bootstrap*, ch. 13): draw ``n_boot`` times, with replacement, as many seeds of the method as it
-    has and — independently — as many seeds of the baseline as it has, recompute :math:`\Delta_m\%` from
-    the two resampled means, and take the :math:`(1 \mp \gamma)/2` quantiles. Both sides are resampled
-    because both are random: the single-task baselines are trained on seeds too, and a
-    :math:`\Delta_m` against one lucky baseline seed would look better than it is. By default the
-    sides are resampled independently: against single-task baselines (other networks), seed *s* of the
-    method and seed *s* of the baseline share nothing but a number — the runs are not paired.
-    :math:`\Delta_m` is a ratio of means, so no *t* interval applies directly; the bootstrap needs no
-    formula for its variance.
+    baseline),
+
+    .. math::
+        \widehat{\Delta}_m = \frac{100}{K} \sum_{k=1}^K s_k \Bigl(\frac{\bar a_k}{\bar b_k} - 1\Bigr),
+        \qquad s_k = \begin{cases} -1 & \text{higher is better for metric } k \\
+                                   +1 & \text{lower is better,} \end{cases}
+
+    with :math:`\bar a_k, \bar b_k` the means over the seeds of the method and of the baseline. The
+    interval linearises :math:`\Delta_m` in the means — the delta method (Casella & Berger 2002,
+    *Statistical Inference*, 2nd ed., §5.5.4) — which makes it a difference of two means of one number
+    per seed, the seed's *influence*:
+
+    .. math::
+        u_i = \frac{100}{K} \sum_k s_k \frac{a_{ik}}{\bar b_k} \quad\text{(method seed } i\text{)},
+        \qquad
+        v_j = -\frac{100}{K} \sum_k s_k \frac{\bar a_k}{\bar b_k} \frac{b_{jk}}{\bar b_k}
+        \quad\text{(baseline seed } j\text{)}.
+
+    One number per seed keeps the correlation between the metrics of that seed (a lucky seed is
+    often lucky on every metric). The interval is :math:`\widehat{\Delta}_m \pm t_{(1+\gamma)/2,\,\nu}
+    \cdot \mathrm{se}`, with sample variances (ddof = 1) and
+
+    * **unpaired** (default): :math:`\mathrm{se}^2 = \operatorname{var}(u)/n_a + \operatorname{var}(v)/n_b`,
+      :math:`\nu` by Welch–Satterthwaite (Welch 1947, "The generalization of 'Student's' problem when
+      several different population variances are involved", Biometrika 34),
+      :math:`\nu = \mathrm{se}^4 / \bigl[(\operatorname{var}(u)/n_a)^2/(n_a-1) +
+      (\operatorname{var}(v)/n_b)^2/(n_b-1)\bigr]` — the other side's :math:`n - 1` when one side has no
+      spread, and width 0 when neither has;
+    * **paired**: :math:`d_s = u_s + v_s`, :math:`\mathrm{se}^2 = \operatorname{var}(d)/n`,
+      :math:`\nu = n - 1`.
+
+    Both sides count as random because both are: the single-task baselines are trained on seeds
+    too, and a :math:`\Delta_m` against one lucky baseline seed would look better than it is. By
+    default the sides are independent: against single-task baselines (other networks), seed *s* of
+    the method and seed *s* of the baseline share nothing but a number — the runs are not paired.
 
     Between two multi-task methods trained on the same network, seed *s* means the same initial weights
     (and the same data order) on both sides: the runs *are* paired, and a seed that is lucky for one
-    is often lucky for the other. Then ``paired=True`` resamples the seeds once and takes row *s* on
-    both sides, so the shared luck cancels and the interval is not wider than it needs to be (resampled
-    independently, it would be conservative). Rows must then be the same seeds in the same order.
+    is often lucky for the other. Then ``paired=True`` takes the per-seed differences :math:`d_s`, so
+    the shared luck cancels and the interval is not wider than it needs to be (treated as
+    independent, it would be conservative); a side against itself has width 0. Rows must then be the
+    same seeds in the same order.
+
+    **Why not the percentile bootstrap** (Efron & Tibshirani 1993, ch. 13), which this function used
+    before: with five seeds a side, the resampled means vary less than the means themselves (by the
+    factor :math:`\sqrt{(n-1)/n}`) and the bootstrap quantiles behave like normal ones, not *t* ones —
+    the small-sample problem for which :func:`mean_ci` uses Student's *t*. Simulated with normal seeds
+    (two metrics correlated within a seed, one higher-is-better; 20 000 data sets), the nominal 95 %
+    percentile interval covered the true :math:`\Delta_m` 0.88 of the time unpaired (5 against 5
+    seeds) and 0.84 paired; this interval covers 0.96 and 0.95. The linearisation is accurate while
+    the seeds' spread is small against the baseline means (coverage stayed at 0.95–0.96 with a
+    coefficient of variation of 15 %); it is not for a baseline mean near 0.
 
     Parameters
     ----------
     method, baseline
         One row per seed (at least two each), one column per metric; the same columns on both sides.
-        The numbers of rows may differ.
+        The numbers of rows may differ (unless ``paired``). Every baseline value must be positive.
     higher_is_better
         Metric name -> ``True`` if a higher value is better; the same names as the columns.
     level
-        Confidence level :math:`\gamma` of the interval.
-    n_boot
-        Number of bootstrap resamples.
-    seed
-        Seed of the ``numpy`` generator that draws the resamples: the same seed gives the same interval.
+        Confidence level :math:`\gamma` of the interval, in (0, 1).
     paired
         Row *s* of ``method`` and row *s* of ``baseline`` come from the same seed (same initialisation):
-        resample the pairs together.
+        the interval is built on the per-seed differences.
 
     Returns
     -------
     tuple of float
-        ``(estimate, low, high)``, in percent.
+        ``(estimate, low, high)``, in percent; the interval is symmetric around the estimate.
     """
     _check_level(level)
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     names = list(method.columns)
     if set(names) != set(baseline.columns) or set(names) != set(higher_is_better):
         raise ValueError(
@@ -184,28 +217,27 @@ def delta_m_interval(
             raise ValueError(f"the {side} has non-finite values")
     if (b <= 0).any():
         raise ValueError("every baseline value must be positive (Δm divides by the baseline)")
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired runs need as many seeds on both sides, got {len(a)} and {len(b)}")
     higher = dict(higher_is_better)
-
-    def one(a_means: np.ndarray, b_means: np.ndarray) -> float:
-        return delta_m(
-            dict(zip(names, a_means.tolist(), strict=True)),
-            dict(zip(names, b_means.tolist(), strict=True)),
-            higher,
-        )
-
-    estimate = one(a.mean(axis=0), b.mean(axis=0))
-    rng = np.random.default_rng(seed)
+    a_mean, b_mean = a.mean(axis=0), b.mean(axis=0)
+    estimate = delta_m(
+        dict(zip(names, a_mean.tolist(), strict=True)), dict(zip(names, b_mean.tolist(), strict=True)), higher
+    )
+    scale = 100.0 / len(names) * np.array([-1.0 if higher[name] else 1.0 for name in names]) / b_mean
+    ratio = a_mean / b_mean
     if paired:
-        if len(a) != len(b):
-            raise ValueError(f"paired runs need as many seeds on both sides, got {len(a)} and {len(b)}")
-        rows = rng.integers(0, len(a), size=(n_boot, len(a)))
-        a_boot, b_boot = a[rows].mean(axis=1), b[rows].mean(axis=1)
+        # d_s = u_s + v_s, written so that a side against itself gives exactly 0
+        se2 = _sample_variance((a - ratio * b) @ scale) / len(a)
+        df = len(a) - 1.0
     else:
-        a_boot = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
-        b_boot = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
-    boot = np.array([one(x, y) for x, y in zip(a_boot, b_boot, strict=True)])
-    low, high = np.quantile(boot, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
-    return estimate, float(low), float(high)
+        var_u = _sample_variance(a @ scale) / len(a)
+        var_v = _sample_variance(b @ (scale * ratio)) / len(b)
+        se2 = var_u + var_v
+        denominator = var_u**2 / (len(a) - 1) + var_v**2 / (len(b) - 1)
+        df = se2**2 / denominator if denominator > 0 else 1.0  # width 0 whatever df is
+    half = float(stats.t.ppf((1.0 + level) / 2.0, df=df) * math.sqrt(se2))
+    return estimate, estimate - half, estimate + half
 
 
 @dataclass
