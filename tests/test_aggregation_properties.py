@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from referees import cagrad_primal_optimum, dual_cone_projections
+from referees import cagrad_primal_optimum, dual_cone_projections, exact_dual_cone_projections
 
 from mtlcourse.aggregation import MGDA, CAGrad, DualProj, Mean, PCGrad, UPGrad, _qp
 from mtlcourse.aggregation._qp import min_norm_simplex, nonnegative_qp
@@ -186,6 +186,43 @@ def test_singular_gramians_need_no_batched_active_set_solve(monkeypatch):
     G = np.array([[1.0, -0.5], [-0.5, 1.0]])
     nonnegative_qp(G, G)  # the counter counts: from 0, the active-set method solves
     assert calls != []
+
+
+def strictly_weak_jacobian(m: int, n: int, rank: int, seed: int) -> torch.Tensor:
+    """torchjd's ``StrictlyWeakSampler`` (its tests' ``typical_matrices[18]`` is one at (20, 100, 19)), in
+    numpy: J = U[:, 1 : rank + 1] S Vᵀ with U orthonormal, its first two columns v, v' >= 0 on disjoint
+    supports, so that vᵀ J = 0 (0 is a nonnegative combination of the rows of v's support) but no positive
+    combination of all rows is 0. Here v's support has at least 2 rows (torchjd's may have 1: a row of J
+    that is 0 up to rounding, whose direction, hence its constraint, is noise)."""
+    rng = np.random.default_rng(seed)
+    u, order, k = np.abs(rng.standard_normal(m)), rng.permutation(m), int(rng.integers(2, m))
+    V = np.zeros((m, 2))
+    for j, rows in enumerate((order[:k], order[k:])):
+        V[rows, j] = u[rows] / np.linalg.norm(u[rows])
+    B = rng.standard_normal((m, m - 2))
+    U = np.hstack([V, np.linalg.qr(B - V @ (V.T @ B))[0]])
+    right = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    return torch.from_numpy(U[:, 1 : rank + 1] * np.abs(rng.standard_normal(rank)) @ right[:rank])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_upgrad_and_dualproj_exact_on_strictly_weakly_stationary_jacobians(seed):
+    """Regression (torchjd's own test_permutation_invariant[matrix18] failed at 1.4e-3, UPGrad, and 2.7e-4,
+    DualProj, in float64): with 0 a nonnegative combination p of some rows, p is a null vector of G and the
+    QPs' solutions are unbounded along it; scipy's NNLS on the factor of G (``_factor_start``) walked off
+    along it to weights of 1e12, where G x carries errors of 1e-3, and that start was kept. Exact now: the
+    weights stay O(1), every row order gives the same direction to 1e-9, and that direction is the cone
+    projection of a referee (Clarabel, then its active set solved exactly and certified)."""
+    J = strictly_weak_jacobian(20, 100, 19, seed)
+    projections = exact_dual_cone_projections(J, torch.cat([J, J.mean(dim=0, keepdim=True)]))
+    g = torch.Generator().manual_seed(seed)
+    for aggregator, reference in ((UPGrad(), projections[:20].mean(axis=0)), (DualProj(), projections[20])):
+        atol = 1e-9 * np.abs(reference).max()
+        np.testing.assert_allclose(aggregator(J).numpy(), reference, rtol=0, atol=atol)
+        assert aggregator.weights(J).abs().max() < 1e3
+        for _ in range(3):
+            order = torch.randperm(20, generator=g)
+            np.testing.assert_allclose(aggregator(J[order]).numpy(), reference, rtol=0, atol=atol)
 
 
 def test_nonnegative_qp_rejects_an_unbounded_problem():
