@@ -225,6 +225,62 @@ def test_upgrad_and_dualproj_exact_on_strictly_weakly_stationary_jacobians(seed)
             np.testing.assert_allclose(aggregator(J[order]).numpy(), reference, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize(
+    ("m", "n", "rank", "seed"), [(3, 8, 2, 4), (18, 19, 2, 10), (12, 37, 8, 26), (7, 72, 4, 31)]
+)
+def test_upgrad_on_float32_rows_opposite_up_to_rounding(m, n, rank, seed):
+    """Regression (``ValueError: ... unbounded`` on 11-15 of 150 float32 weakly stationary J): two rows of
+    the float32 J are opposite up to its rounding (at an angle pi - 1e-8, so that 1 + cos is 5e-17, below the
+    float64 Gramian's rounding), while their correlations with a third row miss being opposite by 4e-9. The
+    free-set equations on those two rows were judged against |c_F| ~ 4e-9, not |c| ~ 1, and found
+    inconsistent: a bounded QP reported unbounded. Now a direction comes back, non-conflicting, and the
+    QP satisfies its KKT conditions to sqrt(_RCOND) = 1e-7 (what the Gramian's rounding leaves undetermined
+    there)."""
+    J = strictly_weak_jacobian(m, n, rank, seed).float()
+    for aggregator in (UPGrad(), DualProj()):
+        d = aggregator(J)
+        assert torch.isfinite(d).all() and conflict(J, d) <= 100 * eps(torch.float32)
+    G = normalised_gramian(J)
+    correlation = G / np.sqrt(np.outer(G.diagonal(), G.diagonal()))
+    check_kkt(correlation, correlation, nonnegative_qp(correlation, correlation, guess=correlation < 0), 1e-7)
+
+
+def strongly_stationary_jacobian(m: int, n: int, rank: int, seed: int) -> torch.Tensor:
+    """torchjd's ``StrongSampler`` (its tests' ``typical_matrices[13]`` is one at (20, 100, 19)), in numpy:
+    J = U S Vᵀ with U orthonormal and orthogonal to a v > 0, so that vᵀ J = 0 with every v_i > 0."""
+    rng = np.random.default_rng(seed)
+    v = np.abs(rng.standard_normal(m))
+    v /= np.linalg.norm(v)
+    B = rng.standard_normal((m, m - 1))
+    U = np.linalg.qr(B - np.outer(v, v @ B))[0]
+    right = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    return torch.from_numpy(U[:, :rank] * np.abs(rng.standard_normal(rank)) @ right[:rank])
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "rank", "seed", "dtype"),
+    [
+        (20, 100, 19, 4, "float32"),
+        (20, 100, 19, 5, "float32"),
+        (5, 8, 4, 13, "float32"),
+        (3, 4, 2, 7, "float64"),
+        (20, 10, 1, 4, "float64"),
+    ],
+)
+def test_cagrad_c1_on_a_strongly_stationary_jacobian(m, n, rank, seed, dtype):
+    """Regression (torchjd's test_non_conflicting[aggregator13-matrix13], CAGrad(c=1), float32, conflict
+    0.034): with v > 0 and vᵀ J = 0, {d : J d >= 0} = {d : J d = 0}, at distance |g_0| from g_0 (which
+    lies in the rows' span), so for c = 1 the answer, d = 0, lies on the ball's boundary at tau = 0. There
+    dist2 - rho2 is rounding, +1e-11 rho2 on matrix13 (|nu| >> |mean|), outside the window of 1e-13 rho2:
+    the root search never found a point inside and returned d = g_0, which conflicts. Now the window is
+    the rounding of dist2 itself, m·eps |nu|ᵀ|G||nu|: non-conflicting and inside the ball."""
+    dtype = getattr(torch, dtype)
+    J = strongly_stationary_jacobian(m, n, rank, seed).to(dtype)
+    d, Jd, g0 = CAGrad(c=1.0)(J).double(), J.double(), J.double().mean(dim=0)
+    assert conflict(J, d) <= 100 * eps(dtype)
+    assert (d - g0).norm() <= g0.norm() * (1 + 100 * eps(dtype)) + 100 * eps(dtype) * Jd.norm(dim=1).max()
+
+
 def test_nonnegative_qp_rejects_an_unbounded_problem():
     G = np.array([[1.0, -1.0], [-1.0, 1.0]])  # G (1, 1) = 0, and c . (1, 1) < 0: unbounded along (1, 1)
     with pytest.raises(ValueError, match="unbounded"):

@@ -18,7 +18,7 @@ import torch
 
 _TOL = 1e-13  # optimality tolerance on a problem whose Gramian has entries of order 1
 _RCOND = 1e-14  # eigenvalues below this fraction of the largest are zero (a float64 Gramian's rounding)
-_CONSISTENT = 1e-7  # a relative residual above this marks free-set equations that have no solution
+_CONSISTENT = 1e-7  # sqrt(_RCOND): a residual above this times |c| marks free-set equations as unsolvable
 _PIVOT = 1e-9  # a Cholesky pivot below this fraction of its diagonal entry marks a (nearly) singular system
 
 
@@ -197,11 +197,19 @@ def _gather(
 def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the minimum-norm solution ``z`` of ``G_FF z_F = -c_F`` on its free set F (``z = 0``
     elsewhere) and ``True``; or, where those equations have no solution, the component of ``-c_F`` outside
-    the range of ``G_FF`` (a direction along which the objective decreases linearly) and ``False``."""
+    the range of ``G_FF`` (a direction along which the objective decreases linearly) and ``False``.
+
+    "No solution" means a residual above ``_CONSISTENT`` = sqrt(``_RCOND``) times the scale of the whole
+    problem, max |c| (not max |c_F|), because that is what rounding leaves for a c in the range of G: with
+    c = G y, the part of c_F along an eigenvector q of G_FF whose eigenvalue lam <= ``_RCOND`` ||G|| the
+    solver treats as 0 is |qᵀ G_F· y| <= sqrt(lam yᵀ G y), which can be as large as sqrt(``_RCOND``) |c| (as
+    yᵀ G y >= |c|² / ||G||). Against |c_F| alone, two rows that are opposite up to float32 rounding (an
+    eigenvalue ~1e-16 of G_FF, a coupling ~4e-9 to a third row, |c_F| ~4e-9) looked inconsistent, and
+    the QP, bounded, was reported unbounded (UPGrad raised on weakly stationary float32 Jacobians)."""
     idx, valid, A, B = _gather(G, C, free)
     z = np.where(valid, solve_psd(A, B), 0.0)  # a least-squares solver can leave rounding off F
     residual = np.where(valid, B - np.einsum("kij,kj->ki", A, z), 0.0)
-    scale = np.abs(A).max(axis=(1, 2)) * np.abs(z).max(axis=1) + np.abs(B).max(axis=1)
+    scale = np.abs(A).max(axis=(1, 2)) * np.abs(z).max(axis=1) + np.abs(C).max(axis=1)
     consistent = np.abs(residual).max(axis=1) <= _CONSISTENT * scale
     Z = np.zeros(C.shape)
     np.put_along_axis(Z, idx, np.where(consistent[:, None], z, residual), axis=1)

@@ -9,6 +9,8 @@ from torch import Tensor
 from ._qp import min_norm_simplex, nonnegative_qp, solve_psd
 from .base import GramianWeightedAggregator, gramian_to_numpy
 
+_EPS = float(np.finfo(np.float64).eps)
+
 
 class CAGrad(GramianWeightedAggregator):
     r"""Conflict-Averse Gradient descent.
@@ -82,6 +84,7 @@ def _ball_step(G: np.ndarray, mean: np.ndarray, c: float) -> np.ndarray:
     m = len(mean)
     if rho2 <= 0.0:  # c = 0 or g_0 = 0: the ball is the point g_0
         return np.zeros(m)
+    rho2_bound = c * c * (mean @ np.abs(G) @ mean)  # bounds the rounding of rho2, with m·eps
     lo = b.min()  # g_0 itself reaches this level: D(lo) = 0
     hi = (b + np.sqrt(rho2 * G.diagonal())).min()  # no point of the ball does better than this
     if hi > 0.0 and (w := min_norm_simplex(G)) @ G @ w <= 1e-14:
@@ -96,7 +99,11 @@ def _ball_step(G: np.ndarray, mean: np.ndarray, c: float) -> np.ndarray:
             hi, tau = tau, 0.5 * (lo + tau)
             continue
         dist2 = nu @ G @ nu
-        if abs(dist2 - rho2) <= 1e-13 * rho2:
+        # On the boundary to rounding: a quadratic form in m terms, dist2 carries an error of up to about
+        # m·eps |nu|ᵀ|G||nu| (rho2 likewise), far above 1e-13 rho2 when |g_0| is small against the rows
+        # and nu large: on a strongly stationary J at c = 1 the answer lies on the boundary at tau = 0,
+        # and dist2 - rho2 there is rounding of either sign.
+        if abs(dist2 - rho2) <= max(1e-13 * rho2, m * _EPS * (nu @ np.abs(G) @ nu + rho2_bound)):
             return nu
         if dist2 < rho2:
             lo, nu_lo = tau, nu
