@@ -12,6 +12,7 @@ import torch
 from mtlcourse import metrics
 from mtlcourse.benchmark import (
     Benchmark,
+    map_runs,
     single_task,
     single_task_runs,
     sweep,
@@ -224,6 +225,15 @@ def test_tune_all_in_two_processes_equals_tuning_one_job_after_the_other(jobs, o
 def test_tune_all_with_one_process_is_tune(jobs, one_after_the_other):
     alone = tune_all(jobs, [0, 1], processes=1)
     assert all(_same_tuning(alone[name], one_after_the_other[name]) for name in jobs)
+
+
+def test_map_runs_in_two_processes_keeps_the_order_and_the_results(bench):
+    short = replace(bench, epochs=12, patience=3)
+
+    def run(seed):  # a closure: the workers inherit it, nothing pickles it
+        return train_and_score(short, lambda m, s: None, 1e-2, seed)[0]
+
+    assert map_runs(run, [2, 0, 1], processes=2) == [run(2), run(0), run(1)]
 
 
 def test_an_error_in_a_worker_reaches_the_caller(jobs):

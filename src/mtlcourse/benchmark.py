@@ -12,7 +12,7 @@ baseline — goes through exactly the same code:
   seeds trained at it, every run kept;
 - :func:`single_task`: the same for one network per task, the baselines of :math:`\Delta_m\%`;
 - :func:`tune_all`: :func:`tune` for many methods at once, in worker processes (one per CPU core), with
-  the same result as tuning them one after the other.
+  the same result as tuning them one after the other; :func:`map_runs`, the same for any independent runs.
 
 The protocol follows the advice of Xin et al. (2022, "Do current multi-task optimization methods in deep
 learning even help?", NeurIPS) and Kurin et al. (2022, "In defense of the unitary scalarization for deep
@@ -286,10 +286,10 @@ def sweep(
         label, seed = setting
         return {"setting": label, **train_and_score(bench, strategies[label], lr, seed)[0]}
 
-    records = _map(run, [(label, seed) for label in strategies for seed in seeds[:select_on]], processes)
+    records = map_runs(run, [(label, seed) for label in strategies for seed in seeds[:select_on]], processes)
     means = pd.DataFrame(records).groupby("setting", sort=False)["val_score"].mean()
     best = means.idxmin()
-    records += _map(run, [(best, seed) for seed in seeds[select_on:]], processes)
+    records += map_runs(run, [(best, seed) for seed in seeds[select_on:]], processes)
     return best, pd.DataFrame(records)
 
 
@@ -320,8 +320,12 @@ def _call(item: object) -> object:
     return _CALL(item)
 
 
-def _map(fn: Callable, items: list, processes: int | None) -> list:
+def map_runs(fn: Callable, items: Sequence, processes: int | None = None) -> list:
     """``[fn(item) for item in items]``, shared out among worker processes, one thread each.
+
+    For independent training runs: each must seed itself (as :func:`train_and_score` does), so that its
+    result does not depend on the process that trains it or on what ran before it there. ``fn`` may be a
+    lambda or a closure (the workers inherit it by ``fork``); the items and the results must pickle.
 
     ``processes`` defaults to the number of CPU cores this process may use, at most one per item. With 1,
     on a platform without ``fork`` (Windows, macOS' default), or once CUDA is initialised (a forked process
@@ -336,7 +340,7 @@ def _map(fn: Callable, items: list, processes: int | None) -> list:
     _CALL = fn
     try:
         with multiprocessing.get_context("fork").Pool(processes, initializer=_worker_setup) as pool:
-            return pool.map(_call, items, chunksize=1)
+            return pool.map(_call, list(items), chunksize=1)
     finally:
         _CALL = None
 
@@ -368,5 +372,5 @@ def tune_all(
     """
     options = {"seeds": list(seeds), "select_on": select_on, "max_extensions": max_extensions}
     names = list(jobs)
-    tuned = _map(lambda name: tune(*jobs[name], **options), names, processes)
+    tuned = map_runs(lambda name: tune(*jobs[name], **options), names, processes)
     return dict(zip(names, tuned, strict=True))
