@@ -304,7 +304,7 @@ def single_task_runs(baselines: Mapping[str, Tuned]) -> pd.DataFrame:
     return pd.concat(parts, axis=1).reset_index()
 
 
-# The function of the running _map, read by its worker processes (inherited by fork, never pickled: it
+# The function of the running map_runs, read by its worker processes (inherited by fork, never pickled: it
 # closes over strategy factories, which are usually lambdas). Only the items and results are pickled.
 _CALL: Callable | None = None
 
