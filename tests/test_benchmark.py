@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -234,6 +235,12 @@ def test_map_runs_in_two_processes_keeps_the_order_and_the_results(bench):
         return train_and_score(short, lambda m, s: None, 1e-2, seed)[0]
 
     assert map_runs(run, [2, 0, 1], processes=2) == [run(2), run(0), run(1)]
+
+
+def test_workers_draw_no_progress_bar(monkeypatch):
+    """In a kernel, fit's bar is a widget on the kernel's sockets, which a forked worker must not use."""
+    monkeypatch.delenv("MTLCOURSE_NO_PROGRESS", raising=False)
+    assert map_runs(lambda _: os.environ.get("MTLCOURSE_NO_PROGRESS"), [0, 1], processes=2) == ["1", "1"]
 
 
 def test_an_error_in_a_worker_reaches_the_caller(jobs):

@@ -37,7 +37,7 @@ from mtlcourse.models import MultiTaskNetwork
 from mtlcourse.protocol import LearningRateChoice, plateaued, select_learning_rate
 from mtlcourse.strategy import Strategy
 from mtlcourse.tasks import Task
-from mtlcourse.training import fit, predict
+from mtlcourse.training import NO_PROGRESS, fit, predict
 from mtlcourse.utils import seed_everything
 
 SCORES = ("accuracy", "mse")
@@ -311,9 +311,11 @@ _CALL: Callable | None = None
 
 def _worker_setup() -> None:
     """A forked worker: one thread (not the parent's pool), and no writing to the parent's streams —
-    in a Jupyter kernel those are the kernel's sockets, which a forked process must not touch."""
+    in a Jupyter kernel those are the kernel's sockets, which a forked process must not touch; so no
+    progress bar either (in a kernel, ``fit``'s bar is a widget that talks to those sockets)."""
     torch.set_num_threads(1)
     sys.stdout = sys.stderr = open(os.devnull, "w")  # for the life of the worker
+    os.environ[NO_PROGRESS] = "1"
 
 
 def _call(item: object) -> object:
