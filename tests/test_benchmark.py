@@ -237,6 +237,13 @@ def test_map_runs_in_two_processes_keeps_the_order_and_the_results(bench):
     assert map_runs(run, [2, 0, 1], processes=2) == [run(2), run(0), run(1)]
 
 
+def test_with_a_cuda_device_the_runs_stay_in_this_process(monkeypatch):
+    # a forked child cannot use CUDA once the parent has probed for it (seen on an H200: "Cannot
+    # re-initialize CUDA in forked subprocess"), and every chapter probes through pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert map_runs(lambda _: os.getpid(), [0, 1], processes=2) == [os.getpid()] * 2
+
+
 def test_workers_draw_no_progress_bar(monkeypatch):
     """In a kernel, fit's bar is a widget on the kernel's sockets, which a forked worker must not use."""
     monkeypatch.delenv("MTLCOURSE_NO_PROGRESS", raising=False)

@@ -330,12 +330,14 @@ def map_runs(fn: Callable, items: Sequence, processes: int | None = None) -> lis
     lambda or a closure (the workers inherit it by ``fork``); the items and the results must pickle.
 
     ``processes`` defaults to the number of CPU cores this process may use, at most one per item. With 1,
-    on a platform without ``fork`` (Windows, macOS' default), or once CUDA is initialised (a forked process
-    cannot use it), the items run one after the other in this process.
+    on a platform without ``fork`` (Windows, macOS' default), or where a CUDA device is available, the items
+    run one after the other in this process. (A forked worker cannot use CUDA once its parent has asked
+    for the device: ``torch.cuda.is_available()``, which :func:`mtlcourse.utils.pick_device` calls, is
+    enough. On an H200, Chapters 8 and 9 failed that way until this rule.)
     """
     if processes is None:
         processes = min(len(items), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    can_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
+    can_fork = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_available()
     if processes <= 1 or not can_fork:
         return [fn(item) for item in items]
     global _CALL
@@ -369,8 +371,8 @@ def tune_all(
         As for :func:`tune`.
     processes
         Worker processes, one thread each (default: one per CPU core this process may use). With 1, on a
-        platform without ``fork`` (Windows, macOS' default), or once CUDA is initialised (a forked process
-        cannot use it), the jobs run one after the other in this process.
+        platform without ``fork`` (Windows, macOS' default), or where a CUDA device is available (see
+        :func:`map_runs`), the jobs run one after the other in this process.
     """
     options = {"seeds": list(seeds), "select_on": select_on, "max_extensions": max_extensions}
     names = list(jobs)
