@@ -357,6 +357,42 @@ def test_permuting_tasks_keeps_the_direction(aggregator, kind, m, n, dtype, seed
     assert (d - d_perm).norm() <= tol
 
 
+@pytest.mark.parametrize("seed", [18, 104, 117])
+def test_float32_rows_that_cancel_up_to_rounding_give_the_float64_answer(seed):
+    """Regression: on these float32 strictly weakly stationary J (20 x 100, rank 19; 117 has the largest
+    weights, and passed this test before by the luck of its permutations) the weights reached
+    2e7 along the near-null vector p of G, where Jᵀp is float32 rounding, and the direction changed by
+    20 % of its norm with the order of the rows. A Cholesky factorisation whose pivots all passed had hidden
+    an eigenvalue of 1e-15 (:func:`_qp._definite`), and eigenvalues below J's own rounding now count as 0
+    (:func:`_qp.data_precision`). The weights are now as large as those of the float64 J (60 to 1800), the
+    direction is within 1e-2 of the float64 J's (4.5e-3 at seed 117: J's rounding moves the problem, and
+    that much is the problem's own sensitivity), and it is permutation invariant at torchjd's tolerance."""
+    J64 = strictly_weak_jacobian(20, 100, 19, seed)
+    J = J64.float()
+    g = torch.Generator().manual_seed(seed)
+    for aggregator in (UPGrad(), DualProj()):
+        assert aggregator.weights(J).abs().max() <= 1.1 * aggregator.weights(J64).abs().max()
+        d, d64 = aggregator(J), aggregator(J64)
+        assert (d.double() - d64).norm() <= 1e-2 * d64.norm()
+        for _ in range(3):
+            order = torch.randperm(20, generator=g)
+            torch.testing.assert_close(aggregator(J[order]), d, rtol=5e-7, atol=5e-7)
+
+
+def test_a_nearly_singular_system_whose_pivots_all_pass_is_solved_in_the_least_squares_sense():
+    """A 3 x 3 PSD system with eigenvalues (1e-15, 0.5, 1) and near-null vector p ~ (1, 1, 3e-4): the last
+    pivot is lambda_min / p_3² ~ 3e-8 of its diagonal entry, above the pivot test's 1e-9, so Cholesky
+    alone took it as definite and returned y + t p with t ~ rounding / 1e-15."""
+    rng = np.random.default_rng(0)
+    p = np.array([1.0, 1.0, 3e-4]) / np.linalg.norm([1.0, 1.0, 3e-4])
+    Q = np.linalg.qr(np.column_stack([p, rng.standard_normal((3, 2))]))[0]
+    A = Q @ np.diag([1e-15, 1.0, 0.5]) @ Q.T
+    L = np.linalg.cholesky(A)
+    assert (np.diag(L) ** 2 >= 1e-9 * np.diag(A)).all()  # the pivots alone see nothing wrong
+    y = Q[:, 1:] @ np.array([1.0, -2.0])  # orthogonal to p: the minimum-norm solution of A x = A y
+    np.testing.assert_allclose(_qp.solve_psd(A[None], (A @ y)[None])[0], y, atol=1e-6)
+
+
 def test_upgrad_float32_permutation_invariance_at_torchjd_tolerance():
     """torchjd's own tolerance (5e-7, absolute) on 9 x 11 float32 Jacobians of rank 5, where the weights are
     not unique (issue 13 saw 9.8e-7 there): d is unique, and ours is its float32 rounding."""

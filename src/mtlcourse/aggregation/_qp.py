@@ -8,18 +8,85 @@ scipy's NNLS, for a starting point on singular Gramians).
 Gramians of Jacobians with more tasks than their rank (m > rank J) are singular, and so are many of the
 small systems an active-set method meets on the way. Each such system is solved in the least-squares sense
 with its numerical rank (:func:`solve_psd`), which the steps below are written to handle: a free set whose
-equations are inconsistent is a direction of linear decrease, followed to the boundary.
+equations are inconsistent is a direction of linear decrease, followed to the boundary. A system is
+singular when its Cholesky factorisation has a small pivot or its smallest eigenvalue is small
+(:func:`_definite`); the eigenvalues that count as zero are those below the cutoff of
+:func:`data_precision`: 1e-14 of the largest (a float64 Gramian's rounding), more for float32 data.
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import numpy as np
 import torch
 
 _TOL = 1e-13  # optimality tolerance on a problem whose Gramian has entries of order 1
 _RCOND = 1e-14  # eigenvalues below this fraction of the largest are zero (a float64 Gramian's rounding)
-_CONSISTENT = 1e-7  # sqrt(_RCOND): a residual above this times |c| marks free-set equations as unsolvable
 _PIVOT = 1e-9  # a Cholesky pivot below this fraction of its diagonal entry marks a (nearly) singular system
+_CUTOFF: ContextVar[float] = ContextVar("cutoff", default=_RCOND)  # _RCOND, or more for float32 data
+
+
+def _rcond() -> float:
+    """The eigenvalue cutoff in force, relative to the largest (:func:`data_precision`)."""
+    return _CUTOFF.get()
+
+
+def _consistent() -> float:
+    """sqrt(cutoff): a residual above this times |c| marks free-set equations as unsolvable."""
+    return math.sqrt(_CUTOFF.get())
+
+
+def _definite(L: torch.Tensor, info: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Whether each ``A = L Lᵀ`` (a batch, or one matrix) is safely definite: its Cholesky factorisation
+    succeeded (``info``), every pivot is at least a fraction ``1e-9`` of its diagonal entry, and its
+    smallest eigenvalue is at least ``1e-9`` times its largest diagonal entry. The pivots alone can miss a
+    near-null vector p: the pivot at which p's dependency closes is about lambda_min / p_j², so it passes
+    when p's last coordinate p_j is small (a float32 Jacobian whose rows nearly cancel gave a pivot of
+    1.04e-9 on a system with lambda_min 1e-15, and weights of 2e7 along p). The eigenvalue is estimated
+    by two steps of inverse iteration from a fixed pseudo-random start, with the factor already at hand.
+    """
+    pivots_ok = (L.diagonal(dim1=-2, dim2=-1) ** 2 >= _PIVOT * A.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
+    ok = (info == 0) & pivots_ok
+    if not ok.any():
+        return ok
+    size = A.shape[-1]
+    start = torch.from_numpy(np.random.default_rng(size).standard_normal(size))
+    x = (start / start.norm()).expand(*A.shape[:-1]).unsqueeze(-1)
+    safe = torch.where(ok[..., None, None], L, torch.eye(size, dtype=L.dtype))
+    for _ in range(2):
+        y = torch.cholesky_solve(x, safe)
+        inverse_norm = y.norm(dim=(-2, -1))
+        x = y / inverse_norm[..., None, None]
+    largest = A.diagonal(dim1=-2, dim2=-1).amax(dim=-1)
+    return ok & (inverse_norm * largest * _PIVOT <= 1.0)
+
+
+@contextlib.contextmanager
+def data_precision(dtype: torch.dtype, size: int) -> Iterator[None]:
+    r"""Solve the problems of a Gramian :math:`G = J J^\top` at the precision of ``J``'s entries.
+
+    A float64 Gramian resolves eigenvalues down to about ``1e-14`` of its largest, and that is the cutoff
+    below which the solvers here treat one as zero. A float32 ``J`` (``size`` = its larger dimension) does
+    not: its entries' rounding, relative ``eps`` = 1.2e-7, moves its singular values by about
+    :math:`\varepsilon \sqrt{\text{size}}` of the largest, so the eigenvalues of G below
+    :math:`\varepsilon^2\,\text{size}` are rounding noise of the data. An exact solve on them finds
+    weights of 1e5 along that noise, and the direction then changes with the order of the rows (torchjd's
+    float32 permutation test on a 20 × 100 Jacobian of rank 19 measured 5.6e-7 against its tolerance of
+    5e-7). In this context the cutoff is :math:`\max(10^{-14}, \varepsilon^2\,\text{size})`: unchanged
+    for float64 data, 1.4e-12 for a float32 ``J`` of 100 columns. It only plays where a system is singular
+    to the solvers (a Cholesky pivot below ``1e-9`` of its diagonal entry): definite ones are solved as
+    before, bit for bit.
+    """
+    token = _CUTOFF.set(max(_RCOND, torch.finfo(dtype).eps ** 2 * size))
+    try:
+        yield
+    finally:
+        _CUTOFF.reset(token)
+
 
 
 def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
@@ -100,8 +167,9 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
 def _factor_start(G: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     r"""A starting point for :func:`nonnegative_qp` when ``G`` is singular and its range holds every row
     of ``C``; ``None`` (use :func:`_primal_dual_start`) when ``G`` is definite or some ``c`` is not in its
-    range. With :math:`G = Q \Lambda Q^\top` restricted to its r eigenvalues above ``1e-14`` times the
-    largest, :math:`A = \Lambda^{1/2} Q^\top` (r × m) and :math:`b = -\Lambda^{-1/2} Q^\top c`,
+    range. With :math:`G = Q \Lambda Q^\top` restricted to its r eigenvalues above the cutoff (``1e-14``;
+    :func:`data_precision`) times the largest, :math:`A = \Lambda^{1/2} Q^\top` (r × m) and
+    :math:`b = -\Lambda^{-1/2} Q^\top c`,
     :math:`\tfrac12 \lVert A x - b \rVert^2 = \tfrac12 x^\top G x + c^\top x` + const, so each problem is
     a nonnegative least-squares problem in r equations, solved by Lawson & Hanson's active-set method in
     compiled code (``scipy.optimize.nnls``): its passive columns stay independent, so it does not cycle on
@@ -116,15 +184,15 @@ def _factor_start(G: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     leaves the point off the optimum of the problem on ``G``.
     """
     L, info = torch.linalg.cholesky_ex(torch.from_numpy(G))
-    if info == 0 and (L.diagonal().numpy() ** 2 >= _PIVOT * G.diagonal()).all():
+    if _definite(L, info, torch.from_numpy(G)):
         return None  # definite: the primal-dual start, and full-rank results, stay as they were
     eigenvalues, Q = np.linalg.eigh(G)
-    keep = eigenvalues > _RCOND * eigenvalues[-1]
+    keep = eigenvalues > _rcond() * eigenvalues[-1]
     if keep.all() or not keep.any():
         return None
     root, Q = np.sqrt(eigenvalues[keep]), Q[:, keep]
     A, B = root[:, None] * Q.T, -(C @ Q) / root  # G = Aᵀ A to rounding, and c = -Aᵀ b for c in range(G)
-    if np.abs(C + B @ A).max() > _CONSISTENT * np.abs(C).max():
+    if np.abs(C + B @ A).max() > _consistent() * np.abs(C).max():
         return None
     from scipy.optimize import nnls  # here: importing scipy.optimize takes most of a second
 
@@ -160,6 +228,9 @@ def _primal_dual_start(
         L, info = torch.linalg.cholesky_ex(At)
         bad = (L.diagonal(dim1=-2, dim2=-1) ** 2 < _PIVOT * At.diagonal(dim1=-2, dim2=-1)).numpy()
         bad |= np.arange(idx.shape[1]) >= np.where(info.numpy() > 0, info.numpy() - 1, idx.shape[1])[:, None]
+        hidden = ~bad.any(axis=1) & ~_definite(L, info, At).numpy()  # nearly singular, every pivot passing:
+        ratio = (L.diagonal(dim1=-2, dim2=-1) ** 2 / At.diagonal(dim1=-2, dim2=-1)).numpy()  # cut at the
+        bad[hidden, np.argmin(np.where(valid, ratio, np.inf), axis=1)[hidden]] = True  # smallest pivot
         trimmed = bad.any(axis=1)
         if trimmed.any():  # keep the leading independent coordinates of F, factorise again
             valid &= np.arange(idx.shape[1]) < bad.argmax(axis=1)[:, None]
@@ -199,10 +270,10 @@ def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[
     elsewhere) and ``True``; or, where those equations have no solution, the component of ``-c_F`` outside
     the range of ``G_FF`` (a direction along which the objective decreases linearly) and ``False``.
 
-    "No solution" means a residual above ``_CONSISTENT`` = sqrt(``_RCOND``) times the scale of the whole
+    "No solution" means a residual above sqrt(cutoff) (1e-7 for float64 data) times the scale of the whole
     problem, max |c| (not max |c_F|), because that is what rounding leaves for a c in the range of G: with
-    c = G y, the part of c_F along an eigenvector q of G_FF whose eigenvalue lam <= ``_RCOND`` ||G|| the
-    solver treats as 0 is |qᵀ G_F· y| <= sqrt(lam yᵀ G y), which can be as large as sqrt(``_RCOND``) |c| (as
+    c = G y, the part of c_F along an eigenvector q of G_FF whose eigenvalue lam <= cutoff ||G|| the
+    solver treats as 0 is |qᵀ G_F· y| <= sqrt(lam yᵀ G y), which can be as large as sqrt(cutoff) |c| (as
     yᵀ G y >= |c|² / ||G||). Against |c_F| alone, two rows that are opposite up to float32 rounding (an
     eigenvalue ~1e-16 of G_FF, a coupling ~4e-9 to a third row, |c_F| ~4e-9) looked inconsistent, and
     the QP, bounded, was reported unbounded (UPGrad raised on weakly stationary float32 Jacobians)."""
@@ -210,7 +281,7 @@ def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[
     z = np.where(valid, solve_psd(A, B), 0.0)  # a least-squares solver can leave rounding off F
     residual = np.where(valid, B - np.einsum("kij,kj->ki", A, z), 0.0)
     scale = np.abs(A).max(axis=(1, 2)) * np.abs(z).max(axis=1) + np.abs(C).max(axis=1)
-    consistent = np.abs(residual).max(axis=1) <= _CONSISTENT * scale
+    consistent = np.abs(residual).max(axis=1) <= _consistent() * scale
     Z = np.zeros(C.shape)
     np.put_along_axis(Z, idx, np.where(consistent[:, None], z, residual), axis=1)
     return Z, consistent
@@ -222,21 +293,20 @@ def solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
     A Cholesky factorisation, where every pivot is at least a fraction ``1e-9`` of its diagonal entry
     (then ``A`` is safely definite and the solution unique); otherwise an SVD (LAPACK ``gelsd``) that
-    treats singular values below ``1e-14`` times the largest as zero. (A rank-revealing QR, ``gelsy``, is
-    not enough: on a Gramian with two identical rows, as two identical examples give, it returned
-    residuals of 0.2 where the exact least-squares residual is rounding.)
+    treats singular values below the cutoff (``1e-14``; :func:`data_precision`) times the largest as zero.
+    (A rank-revealing QR, ``gelsy``, is not enough: on a Gramian with two identical rows, as two identical
+    examples give, it returned residuals of 0.2 where the exact least-squares residual is rounding.)
     """
     At, Bt = torch.from_numpy(A), torch.from_numpy(B)[..., None]
     L, info = torch.linalg.cholesky_ex(At)
-    pivots = L.diagonal(dim1=-2, dim2=-1) ** 2
-    definite = (info == 0) & (pivots >= _PIVOT * At.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
+    definite = _definite(L, info, At)
     if definite.all():  # the common case, without the cost of masked indexing
         return torch.cholesky_solve(Bt, L)[..., 0].numpy()
     X = torch.empty_like(Bt)
     if definite.any():
         X[definite] = torch.cholesky_solve(Bt[definite], L[definite])
     singular = ~definite
-    X[singular] = torch.linalg.lstsq(At[singular], Bt[singular], rcond=_RCOND, driver="gelsd").solution
+    X[singular] = torch.linalg.lstsq(At[singular], Bt[singular], rcond=_rcond(), driver="gelsd").solution
     return X[..., 0].numpy()
 
 
