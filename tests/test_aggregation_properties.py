@@ -393,6 +393,28 @@ def test_a_nearly_singular_system_whose_pivots_all_pass_is_solved_in_the_least_s
     np.testing.assert_allclose(_qp.solve_psd(A[None], (A @ y)[None])[0], y, atol=1e-6)
 
 
+def test_a_trimmed_free_set_is_checked_again():
+    """The primal-dual start trims a nearly singular free set at its smallest pivot, which can lie after the
+    near-null vector's last coordinate: here G (4 x 4) holds the 3 x 3 system of the test above and a
+    fourth coordinate whose pivot, 3e-9 of its diagonal, is the smallest, so the first cut leaves the
+    3 x 3 block and its hidden eigenvalue of 1e-15. Solved by Cholesky, the weights reached 7e5 on a
+    problem whose answer is below 1; the trimmed block is now checked again and cut further."""
+    rng = np.random.default_rng(0)
+    p = np.array([1.0, 1.0, 3e-4]) / np.linalg.norm([1.0, 1.0, 3e-4])
+    Q = np.linalg.qr(np.column_stack([p, rng.standard_normal((3, 2))]))[0]
+    factor = np.linalg.cholesky(Q @ np.diag([1e-15, 1.0, 0.5]) @ Q.T)
+    row = 0.3 * factor[0] - 0.7 * factor[1]
+    row -= (row @ (factor.T @ p)) / np.linalg.norm(factor.T @ p) ** 2 * (factor.T @ p)
+    J = np.zeros((4, 4))
+    J[:3, :3], J[3, :3], J[3, 3] = factor, row, np.sqrt(3e-9)
+    G = J @ J.T
+    for _ in range(1000):
+        y = np.append(rng.uniform(0.1, 1.0, 3), 0.0)
+        C = -(G @ y)[None] - 1e-9 * np.append(p, 0.0)[None]  # the optimum y, and rounding along p
+        x = nonnegative_qp(G, C, guess=np.ones((1, 4), dtype=bool))[0]
+        assert np.abs(x).max() < 10.0
+
+
 def test_upgrad_float32_permutation_invariance_at_torchjd_tolerance():
     """torchjd's own tolerance (5e-7, absolute) on 9 x 11 float32 Jacobians of rank 5, where the weights are
     not unique (issue 13 saw 9.8e-7 there): d is unique, and ours is its float32 rounding."""

@@ -40,29 +40,35 @@ def _consistent() -> float:
     return math.sqrt(_CUTOFF.get())
 
 
-def _definite(L: torch.Tensor, info: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+def _definite(L: torch.Tensor, info: torch.Tensor, A: torch.Tensor, estimate: bool = True) -> torch.Tensor:
     """Whether each ``A = L Lᵀ`` (a batch, or one matrix) is safely definite: its Cholesky factorisation
-    succeeded (``info``), every pivot is at least a fraction ``1e-9`` of its diagonal entry, and its
-    smallest eigenvalue is at least ``1e-9`` times its largest diagonal entry. The pivots alone can miss a
-    near-null vector p: the pivot at which p's dependency closes is about lambda_min / p_j², so it passes
-    when p's last coordinate p_j is small (a float32 Jacobian whose rows nearly cancel gave a pivot of
-    1.04e-9 on a system with lambda_min 1e-15, and weights of 2e7 along p). The eigenvalue is estimated
-    by two steps of inverse iteration from a fixed pseudo-random start, with the factor already at hand.
+    succeeded (``info``), every pivot is at least a fraction ``1e-9`` of its diagonal entry, and (with
+    ``estimate``) a lower bound on its smallest eigenvalue, 1 / trace(A⁻¹) = 1 / ||L⁻¹||², is at least
+    ``1e-9`` times its largest diagonal entry (the bound is at most m times too low). The pivots alone can
+    miss a near-null vector p: the pivot at which p's dependency closes is about lambda_min / p_j², so it
+    passes when p's last coordinate p_j is small (a float32 Jacobian whose rows nearly cancel gave a pivot
+    of 1.04e-9 on a system with lambda_min 1e-15, and weights of 2e7 along p).
     """
-    pivots_ok = (L.diagonal(dim1=-2, dim2=-1) ** 2 >= _PIVOT * A.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
-    ok = (info == 0) & pivots_ok
-    if not ok.any():
+    pivots = L.diagonal(dim1=-2, dim2=-1) ** 2
+    ok = (info == 0) & (pivots >= _PIVOT * A.diagonal(dim1=-2, dim2=-1)).all(dim=-1)
+    if not estimate or not ok.any():
         return ok
-    size = A.shape[-1]
-    start = torch.from_numpy(np.random.default_rng(size).standard_normal(size))
-    x = (start / start.norm()).expand(*A.shape[:-1]).unsqueeze(-1)
-    safe = torch.where(ok[..., None, None], L, torch.eye(size, dtype=L.dtype))
-    for _ in range(2):
-        y = torch.cholesky_solve(x, safe)
-        inverse_norm = y.norm(dim=(-2, -1))
-        x = y / inverse_norm[..., None, None]
-    largest = A.diagonal(dim1=-2, dim2=-1).amax(dim=-1)
-    return ok & (inverse_norm * largest * _PIVOT <= 1.0)
+    identity = torch.eye(A.shape[-1], dtype=L.dtype)
+    safe = L if bool(ok.all()) else torch.where(ok[..., None, None], L, identity)
+    trace = torch.linalg.solve_triangular(safe, identity, upper=False).square().sum(dim=(-2, -1))
+    return ok & (trace * A.diagonal(dim1=-2, dim2=-1).amax(dim=-1) * _PIVOT <= 1.0)
+
+
+def _whole_definite(G: np.ndarray) -> bool:
+    """:func:`_definite` for one float64 Gramian, through LAPACK directly (``dpotrf``, ``dtrtri``): a few
+    microseconds where the same checks as torch operations cost a few hundred on a small G."""
+    from scipy.linalg import lapack  # here: most callers never import it
+
+    L, info = lapack.dpotrf(G, lower=1, clean=1)
+    if info != 0 or (np.diag(L) ** 2 < _PIVOT * np.diag(G)).any():
+        return False
+    inverse, info = lapack.dtrtri(L, lower=1)
+    return info == 0 and float(np.square(inverse).sum()) * np.diag(G).max() * _PIVOT <= 1.0
 
 
 @contextlib.contextmanager
@@ -70,23 +76,22 @@ def data_precision(dtype: torch.dtype, size: int) -> Iterator[None]:
     r"""Solve the problems of a Gramian :math:`G = J J^\top` at the precision of ``J``'s entries.
 
     A float64 Gramian resolves eigenvalues down to about ``1e-14`` of its largest, and that is the cutoff
-    below which the solvers here treat one as zero. A float32 ``J`` (``size`` = its larger dimension) does
-    not: its entries' rounding, relative ``eps`` = 1.2e-7, moves its singular values by about
-    :math:`\varepsilon \sqrt{\text{size}}` of the largest, so the eigenvalues of G below
-    :math:`\varepsilon^2\,\text{size}` are rounding noise of the data. An exact solve on them finds
-    weights of 1e5 along that noise, and the direction then changes with the order of the rows (torchjd's
-    float32 permutation test on a 20 × 100 Jacobian of rank 19 measured 5.6e-7 against its tolerance of
-    5e-7). In this context the cutoff is :math:`\max(10^{-14}, \varepsilon^2\,\text{size})`: unchanged
-    for float64 data, 1.4e-12 for a float32 ``J`` of 100 columns. It only plays where a system is singular
-    to the solvers (a Cholesky pivot below ``1e-9`` of its diagonal entry): definite ones are solved as
-    before, bit for bit.
+    below which the solvers here treat one as zero. A float32 ``J`` does not: rounding its entries (unit
+    roundoff :math:`u = \varepsilon / 2`, :math:`\varepsilon` = 1.2e-7) is a perturbation E with
+    :math:`\lVert E \rVert_2 \le u \lVert J \rVert_F \le u \sqrt{\text{size}}\,\sigma_{\max}`, ``size`` =
+    min(m, n), so the eigenvalues of G below :math:`u^2\,\text{size}` of the largest can be rounding of
+    the data. An exact solve on them finds weights of 1e4 to 1e5 along that noise, and the direction then
+    changes with the order of the rows (torchjd's float32 permutation test on a 20 × 100 Jacobian of rank
+    19 measured 5.6e-7 against its tolerance of 5e-7). In this context the cutoff is
+    :math:`\max(10^{-14}, \varepsilon^2\,\text{size})` (four times that bound): unchanged for float64 data,
+    2.8e-13 for a float32 ``J`` with 20 rows. It only plays in systems that are not safely definite
+    (:func:`_definite`): the others are solved as before, bit for bit.
     """
     token = _CUTOFF.set(max(_RCOND, torch.finfo(dtype).eps ** 2 * size))
     try:
         yield
     finally:
         _CUTOFF.reset(token)
-
 
 
 def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
@@ -114,18 +119,23 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
     derivatives off the support, so a start that is not stationary on it would be returned as it is.)
     Either way the answer is the one the steps above certify by the KKT conditions, so the warm start
     changes the time, not the result. Returns an array of the shape of ``C``.
+
+    Where ``G`` itself is safely definite (:func:`_definite`), so is every system on a free set (by
+    eigenvalue interlacing, :math:`\lambda_{\min}(G_{FF}) \ge \lambda_{\min}(G)`), and their Cholesky
+    pivots suffice; otherwise each system's smallest eigenvalue is estimated too.
     """
     C = np.atleast_2d(C)
     k, m = C.shape
+    estimate = not _whole_definite(G)  # G definite: so are its principal submatrices
     if guess is None:
         X, free = np.zeros((k, m)), np.zeros((k, m), dtype=bool)
-    elif (start := _factor_start(G, C)) is not None:
+    elif estimate and (start := _factor_start(G, C)) is not None:
         X, free, exact = start
         if not exact.all():  # those problems start from the primal-dual steps, as without a factor start
             rest = ~exact
             X[rest], free[rest] = _primal_dual_start(G, C[rest], np.broadcast_to(guess, C.shape)[rest])
     else:
-        X, free = _primal_dual_start(G, C, np.broadcast_to(guess, C.shape))
+        X, free = _primal_dual_start(G, C, np.broadcast_to(guess, C.shape), estimate=estimate)
     done = np.zeros(k, dtype=bool)
     for _ in range(4 * m + 8):
         gradient = X @ G + C
@@ -137,7 +147,7 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
         free[todo, entering[todo]] = True
         rows = todo
         for _ in range(4 * m + 8):
-            Z, consistent = _solve_on_free_set(G, C[rows], free[rows])
+            Z, consistent = _solve_on_free_set(G, C[rows], free[rows], estimate)
             x, f = X[rows], free[rows]
             # Consistent: walk from x towards the target Z (step <= 1). Inconsistent: Z is a direction of
             # linear decrease, followed until a free coordinate reaches 0 (step unbounded otherwise).
@@ -166,8 +176,9 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
 
 def _factor_start(G: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     r"""A starting point for :func:`nonnegative_qp` when ``G`` is singular and its range holds every row
-    of ``C``; ``None`` (use :func:`_primal_dual_start`) when ``G`` is definite or some ``c`` is not in its
-    range. With :math:`G = Q \Lambda Q^\top` restricted to its r eigenvalues above the cutoff (``1e-14``;
+    of ``C``, called when ``G`` is not safely definite; ``None`` (use :func:`_primal_dual_start`) when it
+    has no eigenvalue below the cutoff after all, or some ``c`` is not in its range. With
+    :math:`G = Q \Lambda Q^\top` restricted to its r eigenvalues above the cutoff (``1e-14``;
     :func:`data_precision`) times the largest, :math:`A = \Lambda^{1/2} Q^\top` (r × m) and
     :math:`b = -\Lambda^{-1/2} Q^\top c`,
     :math:`\tfrac12 \lVert A x - b \rVert^2 = \tfrac12 x^\top G x + c^\top x` + const, so each problem is
@@ -183,9 +194,6 @@ def _factor_start(G: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     wrong by 1e-3 and the direction by 1e-2). Also where the eigenvalue cutoff or NNLS's own rounding
     leaves the point off the optimum of the problem on ``G``.
     """
-    L, info = torch.linalg.cholesky_ex(torch.from_numpy(G))
-    if _definite(L, info, torch.from_numpy(G)):
-        return None  # definite: the primal-dual start, and full-rank results, stay as they were
     eigenvalues, Q = np.linalg.eigh(G)
     keep = eigenvalues > _rcond() * eigenvalues[-1]
     if keep.all() or not keep.any():
@@ -206,36 +214,25 @@ def _factor_start(G: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def _primal_dual_start(
-    G: np.ndarray, C: np.ndarray, guess: np.ndarray, steps: int = 8
+    G: np.ndarray, C: np.ndarray, guess: np.ndarray, steps: int = 8, estimate: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """A starting point for :func:`nonnegative_qp` from the guessed free sets: up to ``steps`` primal-dual
     active-set steps (Hintermüller, Ito & Kunisch 2002), all problems in lockstep. Each step solves on the
-    free set F (trimmed, where ``G_FF`` is singular, to its longest leading part that a Cholesky
-    factorisation finds independent), keeps the coordinates of F whose solution is positive and frees
-    those outside F whose partial derivative is negative; a problem whose F does not change satisfies the
-    KKT conditions. For each problem, returns the last point met that is nonnegative and stationary on its
+    free set F (trimmed, where ``G_FF`` is singular, to its longest leading part that is safely definite:
+    :func:`_leading_definite`), keeps the coordinates of F whose solution is positive and frees those
+    outside F whose partial derivative is negative; a problem whose F does not change satisfies the KKT
+    conditions. For each problem, returns the last point met that is nonnegative and stationary on its
     free set (the invariant of the active-set method, which then finishes the problems that did not
     converge here), or 0. A problem stops here once its free set is singular (on rank-deficient Gramians
-    these steps tend to cycle) or after ``steps``. Only Cholesky factorisations: every system solved here
-    is definite. Converging or not, this only chooses where the exact method starts.
+    these steps tend to cycle) or after ``steps``. Only Cholesky factorisations, of systems found safely
+    definite. Converging or not, this only chooses where the exact method starts.
     """
     k, m = C.shape
     X, free = np.zeros((k, m)), np.zeros((k, m), dtype=bool)
     F, rows = guess.copy(), np.arange(k)
     for _ in range(steps):
         idx, valid, A, B = _gather(G, C[rows], F[rows])
-        At = torch.from_numpy(A)
-        L, info = torch.linalg.cholesky_ex(At)
-        bad = (L.diagonal(dim1=-2, dim2=-1) ** 2 < _PIVOT * At.diagonal(dim1=-2, dim2=-1)).numpy()
-        bad |= np.arange(idx.shape[1]) >= np.where(info.numpy() > 0, info.numpy() - 1, idx.shape[1])[:, None]
-        hidden = ~bad.any(axis=1) & ~_definite(L, info, At).numpy()  # nearly singular, every pivot passing:
-        ratio = (L.diagonal(dim1=-2, dim2=-1) ** 2 / At.diagonal(dim1=-2, dim2=-1)).numpy()  # cut at the
-        bad[hidden, np.argmin(np.where(valid, ratio, np.inf), axis=1)[hidden]] = True  # smallest pivot
-        trimmed = bad.any(axis=1)
-        if trimmed.any():  # keep the leading independent coordinates of F, factorise again
-            valid &= np.arange(idx.shape[1]) < bad.argmax(axis=1)[:, None]
-            A = np.where(valid[:, :, None] & valid[:, None, :], A, np.eye(idx.shape[1]))
-            L[trimmed] = torch.linalg.cholesky_ex(torch.from_numpy(A[trimmed]))[0]
+        valid, L, trimmed = _leading_definite(A, valid, estimate)
         z = torch.cholesky_solve(torch.from_numpy(np.where(valid, B, 0.0))[..., None], L)[..., 0].numpy()
         Z, f = np.zeros((len(rows), m)), np.zeros((len(rows), m), dtype=bool)
         np.put_along_axis(Z, idx, np.where(valid, z, 0.0), axis=1)
@@ -249,6 +246,33 @@ def _primal_dual_start(
         if rows.size == 0:
             break
     return X, free
+
+
+def _leading_definite(
+    A: np.ndarray, valid: np.ndarray, estimate: bool
+) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """Trim each gathered system (:func:`_gather`) to its longest leading part that :func:`_definite` finds
+    safely definite: cut at the first small Cholesky pivot, or, where every pivot passes but the smallest
+    eigenvalue does not (only checked with ``estimate``), at the smallest pivot, and check the rest again.
+    Returns the trimmed mask, the Cholesky factors of the trimmed systems, and which systems were trimmed.
+    """
+    trimmed = np.zeros(len(A), dtype=bool)
+    positions = np.arange(A.shape[1])
+    while True:
+        At = torch.from_numpy(A)
+        L, info = torch.linalg.cholesky_ex(At)
+        ratio = (L.diagonal(dim1=-2, dim2=-1) ** 2 / At.diagonal(dim1=-2, dim2=-1)).numpy()
+        failed_at = np.where(info.numpy() > 0, info.numpy() - 1, len(positions))  # cholesky_ex's info
+        bad = (ratio < _PIVOT) | (positions >= failed_at[:, None])
+        if estimate:
+            hidden = ~bad.any(axis=1) & ~_definite(L, info, At).numpy()
+            bad[hidden, np.argmin(np.where(valid, ratio, np.inf), axis=1)[hidden]] = True
+        cut = bad.any(axis=1)
+        if not cut.any():
+            return valid, L, trimmed
+        trimmed |= cut
+        valid[cut] &= positions < bad[cut].argmax(axis=1)[:, None]
+        A = np.where(valid[:, :, None] & valid[:, None, :], A, np.eye(len(positions)))
 
 
 def _gather(
@@ -265,7 +289,9 @@ def _gather(
     return idx, valid, A, B
 
 
-def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _solve_on_free_set(
+    G: np.ndarray, C: np.ndarray, free: np.ndarray, estimate: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the minimum-norm solution ``z`` of ``G_FF z_F = -c_F`` on its free set F (``z = 0``
     elsewhere) and ``True``; or, where those equations have no solution, the component of ``-c_F`` outside
     the range of ``G_FF`` (a direction along which the objective decreases linearly) and ``False``.
@@ -278,7 +304,7 @@ def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[
     eigenvalue ~1e-16 of G_FF, a coupling ~4e-9 to a third row, |c_F| ~4e-9) looked inconsistent, and
     the QP, bounded, was reported unbounded (UPGrad raised on weakly stationary float32 Jacobians)."""
     idx, valid, A, B = _gather(G, C, free)
-    z = np.where(valid, solve_psd(A, B), 0.0)  # a least-squares solver can leave rounding off F
+    z = np.where(valid, solve_psd(A, B, estimate), 0.0)  # a least-squares solver can leave rounding off F
     residual = np.where(valid, B - np.einsum("kij,kj->ki", A, z), 0.0)
     scale = np.abs(A).max(axis=(1, 2)) * np.abs(z).max(axis=1) + np.abs(C).max(axis=1)
     consistent = np.abs(residual).max(axis=1) <= _consistent() * scale
@@ -287,19 +313,21 @@ def _solve_on_free_set(G: np.ndarray, C: np.ndarray, free: np.ndarray) -> tuple[
     return Z, consistent
 
 
-def solve_psd(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def solve_psd(A: np.ndarray, B: np.ndarray, estimate: bool = True) -> np.ndarray:
     """Least-squares solution of minimum norm of ``A x = b`` for symmetric PSD ``A``, batched over the
     leading axis (``A``: (k, m, m), ``B``: (k, m)).
 
-    A Cholesky factorisation, where every pivot is at least a fraction ``1e-9`` of its diagonal entry
-    (then ``A`` is safely definite and the solution unique); otherwise an SVD (LAPACK ``gelsd``) that
+    A Cholesky factorisation where ``A`` is safely definite (:func:`_definite`: pivots and, with
+    ``estimate``, the smallest eigenvalue at least ``1e-9`` of the scale; the solution is then unique);
+    ``estimate=False`` when ``A`` is a principal submatrix of a Gramian already found safely definite,
+    whose pivots then suffice. Otherwise an SVD (LAPACK ``gelsd``) that
     treats singular values below the cutoff (``1e-14``; :func:`data_precision`) times the largest as zero.
     (A rank-revealing QR, ``gelsy``, is not enough: on a Gramian with two identical rows, as two identical
     examples give, it returned residuals of 0.2 where the exact least-squares residual is rounding.)
     """
     At, Bt = torch.from_numpy(A), torch.from_numpy(B)[..., None]
     L, info = torch.linalg.cholesky_ex(At)
-    definite = _definite(L, info, At)
+    definite = _definite(L, info, At, estimate)
     if definite.all():  # the common case, without the cost of masked indexing
         return torch.cholesky_solve(Bt, L)[..., 0].numpy()
     X = torch.empty_like(Bt)

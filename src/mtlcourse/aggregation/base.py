@@ -134,12 +134,12 @@ class GramianWeightedAggregator(Aggregator):
     Gramian obtained without ever forming :math:`J`. :meth:`weights` forms :math:`G` in float64 (from a
     float64 copy of :math:`J`, whatever its dtype) and calls it, with the eigenvalues of :math:`G` that lie
     below the rounding of :math:`J`'s own dtype counted as zero (:func:`._qp.data_precision`: for a float32
-    :math:`J`, those below :math:`\varepsilon^2 n` of the largest).
+    :math:`J` of shape (m, n), those below :math:`\varepsilon^2 \min(m, n)` of the largest).
     """
 
     def weights(self, J: Tensor) -> Tensor:
         """Weights ``weights_from_gramian(J Jᵀ)``, the Gramian formed in float64; ``J``'s dtype and device."""
-        with autocast_off(J.device), data_precision(J.dtype, max(J.shape)):
+        with autocast_off(J.device), data_precision(J.dtype, min(J.shape)):
             return self.weights_from_gramian(gramian64(J)).to(dtype=J.dtype, device=J.device)
 
     def _direction_and_weights(self, J: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,7 +147,7 @@ class GramianWeightedAggregator(Aggregator):
         where rows nearly cancel, the weights can be large and ``w @ J`` in float32 would magnify rounding."""
         J64 = J.to(torch.float64)
         # Every weighting of the course reads G through gramian_to_numpy, which refuses a non-finite G.
-        with data_precision(J.dtype, max(J.shape)):  # eigenvalues of G below J's rounding count as 0
+        with data_precision(J.dtype, min(J.shape)):  # eigenvalues of G below J's rounding count as 0
             weights = self.weights_from_gramian(gramian64(J64, check=False)).to(device=J.device)
         return (weights @ J64).to(J.dtype), weights.to(J.dtype)
 
