@@ -3,7 +3,7 @@
 Everything here works on a float64 numpy Gramian ``G = J Jᵀ`` (already normalised by the caller), never on
 the Jacobian itself: the problems have m ≤ a few dozen variables, so an active-set method costs
 microseconds to milliseconds, is exact in a finite number of steps, and needs no QP library (only
-scipy's NNLS, for a starting point on singular Gramians).
+scipy: its NNLS for a starting point on singular Gramians, two LAPACK routines to check definiteness).
 
 Gramians of Jacobians with more tasks than their rank (m > rank J) are singular, and so are many of the
 small systems an active-set method meets on the way. Each such system is solved in the least-squares sense
@@ -122,7 +122,7 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
 
     Where ``G`` itself is safely definite (:func:`_definite`), so is every system on a free set (by
     eigenvalue interlacing, :math:`\lambda_{\min}(G_{FF}) \ge \lambda_{\min}(G)`), and their Cholesky
-    pivots suffice; otherwise each system's smallest eigenvalue is estimated too.
+    pivots suffice; otherwise each system's smallest eigenvalue is bounded too.
     """
     C = np.atleast_2d(C)
     k, m = C.shape
