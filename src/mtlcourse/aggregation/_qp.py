@@ -59,7 +59,7 @@ def _definite(L: torch.Tensor, info: torch.Tensor, A: torch.Tensor, estimate: bo
     return ok & (trace * A.diagonal(dim1=-2, dim2=-1).amax(dim=-1) * _PIVOT <= 1.0)
 
 
-def _whole_definite(G: np.ndarray) -> bool:
+def whole_definite(G: np.ndarray) -> bool:
     """:func:`_definite` for one float64 Gramian, through LAPACK directly (``dpotrf``, ``dtrtri``): a few
     microseconds where the same checks as torch operations cost a few hundred on a small G."""
     from scipy.linalg import lapack  # here: most callers never import it
@@ -94,7 +94,9 @@ def data_precision(dtype: torch.dtype, size: int) -> Iterator[None]:
         _CUTOFF.reset(token)
 
 
-def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
+def nonnegative_qp(
+    G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None, definite: bool | None = None
+) -> np.ndarray:
     r"""Solve :math:`\min_{x \ge 0} \tfrac12 x^\top G x + c^\top x` exactly, for every row ``c`` of ``C``.
 
     A primal active-set method (Lawson & Hanson's, extended to a singular ``G``), run in lockstep on all
@@ -122,11 +124,12 @@ def nonnegative_qp(G: np.ndarray, C: np.ndarray, guess: np.ndarray | None = None
 
     Where ``G`` itself is safely definite (:func:`_definite`), so is every system on a free set (by
     eigenvalue interlacing, :math:`\lambda_{\min}(G_{FF}) \ge \lambda_{\min}(G)`), and their Cholesky
-    pivots suffice; otherwise each system's smallest eigenvalue is bounded too.
+    pivots suffice; otherwise each system's smallest eigenvalue is bounded too. ``definite`` is
+    :func:`whole_definite` of ``G`` where the caller already has it (CAGrad solves many problems on one G).
     """
     C = np.atleast_2d(C)
     k, m = C.shape
-    estimate = not _whole_definite(G)  # G definite: so are its principal submatrices
+    estimate = not (whole_definite(G) if definite is None else definite)  # so are G's principal submatrices
     if guess is None:
         X, free = np.zeros((k, m)), np.zeros((k, m), dtype=bool)
     elif estimate and (start := _factor_start(G, C)) is not None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._qp import min_norm_simplex, nonnegative_qp, solve_psd
+from ._qp import min_norm_simplex, nonnegative_qp, solve_psd, whole_definite
 from .base import GramianWeightedAggregator, gramian_to_numpy
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -90,11 +90,12 @@ def _ball_step(G: np.ndarray, mean: np.ndarray, c: float) -> np.ndarray:
     if hi > 0.0 and (w := min_norm_simplex(G)) @ G @ w <= 1e-14:
         hi = 0.0  # 0 is in the convex hull of the rows: no direction improves every task
     tau, nu = hi, np.zeros(m)
+    definite = whole_definite(G)  # once: every problem below is on this G
     nu_lo = nu  # the solution at lo, inside the ball
     for _ in range(100):
         # Projection of g_0 onto {J d >= tau 1} is g_0 + J^T nu; warm-started on the previous support.
         try:
-            nu = nonnegative_qp(G, b - tau, guess=nu > 0)[0]
+            nu = nonnegative_qp(G, b - tau, guess=nu > 0, definite=definite)[0]
         except ValueError:  # unbounded dual: {J d >= tau 1} is empty, tau is too high
             hi, tau = tau, 0.5 * (lo + tau)
             continue
@@ -113,7 +114,7 @@ def _ball_step(G: np.ndarray, mean: np.ndarray, c: float) -> np.ndarray:
             break
         # On the current piece, nu(tau + t) = nu + t s with G_PP s_P = 1, so D(tau + t) = dist2 + 2tB + t²A.
         free = np.flatnonzero(nu > 0)
-        s = solve_psd(G[np.ix_(free, free)][None], np.ones((1, free.size)))[0]
+        s = solve_psd(G[np.ix_(free, free)][None], np.ones((1, free.size)), estimate=not definite)[0]
         A, B = s.sum(), nu.sum()
         denominator = B + np.sqrt(max(B * B + A * (rho2 - dist2), 0.0))
         new_tau = tau + (rho2 - dist2) / denominator if denominator > 0.0 else lo
