@@ -23,6 +23,7 @@ import torch
 import torchjd.aggregation as tja
 import torchjd.autogram as tjag
 import torchjd.autojac as tjac
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from mtlcourse import aggregation as ours
@@ -287,13 +288,16 @@ def bench_iwrm_floor(repeats: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, to check that everything runs")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch's and BLAS's threads (default: 1)")
     parser.add_argument("--aggregators-only", action="store_true", help="only the aggregator table")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="only these aggregators (e.g. UPGrad)")
     parser.add_argument("--tasks", nargs="+", type=int, metavar="M", help="only Jacobians with these m")
     parser.add_argument("--iwrm-only", action="store_true", help="only the IWRM rows (Gramian route)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # numpy's and scipy's OpenBLAS too: each keeps its own pool, and on a busy machine their idle threads
+    # compete (np.linalg.eigh of a 64 x 64 Gramian took 8 ms after a scipy call instead of 1).
+    threadpool_limits(args.threads)
     repeats = 5 if args.quick else 31
     shapes = [(m, n) for m, n in SHAPES if args.tasks is None or m in args.tasks]
     if args.iwrm_only:
