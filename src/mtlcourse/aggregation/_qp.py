@@ -60,17 +60,15 @@ def _definite(L: torch.Tensor, info: torch.Tensor, A: torch.Tensor, estimate: bo
 
 
 def whole_definite(G: np.ndarray) -> bool:
-    """:func:`_definite` for one float64 Gramian, in numpy: tens of microseconds where the same checks as
-    torch operations cost a few hundred on a small G. (Not scipy's LAPACK wrappers: scipy brings its own
-    OpenBLAS, whose idle threads then compete with numpy's, and ``np.linalg.eigh`` of a 64 × 64 G took 8 ms
-    instead of 1 on two busy cores.)"""
-    try:
-        L = np.linalg.cholesky(G)
-    except np.linalg.LinAlgError:
+    """:func:`_definite` for one float64 Gramian, through LAPACK directly (``dpotrf``, ``dtrtri``): 5 µs at
+    m = 8 and 70 µs at m = 64, where numpy's or torch's calls for the same checks take 70 to 180 µs."""
+    from scipy.linalg import lapack  # here: most callers never import it
+
+    L, info = lapack.dpotrf(G, lower=1, clean=1)
+    if info != 0 or (np.diag(L) ** 2 < _PIVOT * np.diag(G)).any():
         return False
-    if (np.diag(L) ** 2 < _PIVOT * np.diag(G)).any():
-        return False
-    return float(np.square(np.linalg.inv(L)).sum()) * np.diag(G).max() * _PIVOT <= 1.0
+    inverse, info = lapack.dtrtri(L, lower=1)
+    return info == 0 and float(np.square(inverse).sum()) * np.diag(G).max() * _PIVOT <= 1.0
 
 
 @contextlib.contextmanager
