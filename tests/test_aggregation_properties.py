@@ -379,14 +379,19 @@ def test_float32_rows_that_cancel_up_to_rounding_give_the_float64_answer(seed):
             torch.testing.assert_close(aggregator(J[order]), d, rtol=5e-7, atol=5e-7)
 
 
-def test_a_nearly_singular_system_whose_pivots_all_pass_is_solved_in_the_least_squares_sense():
-    """A 3 x 3 PSD system with eigenvalues (1e-15, 0.5, 1) and near-null vector p ~ (1, 1, 3e-4): the last
-    pivot is lambda_min / p_3² ~ 3e-8 of its diagonal entry, above the pivot test's 1e-9, so Cholesky
-    alone took it as definite and returned y + t p with t ~ rounding / 1e-15."""
-    rng = np.random.default_rng(0)
+def hidden_null_system(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 3 x 3 PSD system with eigenvalues (1e-15, 1, 0.5) and near-null vector p ~ (1, 1, 3e-4): its last
+    Cholesky pivot is lambda_min / p_3² ~ 3e-8 of its diagonal entry, above the pivot test's 1e-9. Returns
+    the system, its eigenvectors (p first) and p."""
     p = np.array([1.0, 1.0, 3e-4]) / np.linalg.norm([1.0, 1.0, 3e-4])
     Q = np.linalg.qr(np.column_stack([p, rng.standard_normal((3, 2))]))[0]
-    A = Q @ np.diag([1e-15, 1.0, 0.5]) @ Q.T
+    return Q @ np.diag([1e-15, 1.0, 0.5]) @ Q.T, Q, p
+
+
+def test_a_nearly_singular_system_whose_pivots_all_pass_is_solved_in_the_least_squares_sense():
+    """Cholesky alone took :func:`hidden_null_system` as definite and returned y + t p with t ~ rounding /
+    1e-15."""
+    A, Q, _ = hidden_null_system(np.random.default_rng(0))
     L = np.linalg.cholesky(A)
     assert (np.diag(L) ** 2 >= 1e-9 * np.diag(A)).all()  # the pivots alone see nothing wrong
     y = Q[:, 1:] @ np.array([1.0, -2.0])  # orthogonal to p: the minimum-norm solution of A x = A y
@@ -395,14 +400,13 @@ def test_a_nearly_singular_system_whose_pivots_all_pass_is_solved_in_the_least_s
 
 def test_a_trimmed_free_set_is_checked_again():
     """The primal-dual start trims a nearly singular free set at its smallest pivot, which can lie after the
-    near-null vector's last coordinate: here G (4 x 4) holds the 3 x 3 system of the test above and a
+    near-null vector's last coordinate: here G (4 x 4) holds :func:`hidden_null_system` and a
     fourth coordinate whose pivot, 3e-9 of its diagonal, is the smallest, so the first cut leaves the
     3 x 3 block and its hidden eigenvalue of 1e-15. Solved by Cholesky, the weights reached 7e5 on a
     problem whose answer is below 1; the trimmed block is now checked again and cut further."""
     rng = np.random.default_rng(0)
-    p = np.array([1.0, 1.0, 3e-4]) / np.linalg.norm([1.0, 1.0, 3e-4])
-    Q = np.linalg.qr(np.column_stack([p, rng.standard_normal((3, 2))]))[0]
-    factor = np.linalg.cholesky(Q @ np.diag([1e-15, 1.0, 0.5]) @ Q.T)
+    A, _, p = hidden_null_system(rng)
+    factor = np.linalg.cholesky(A)
     row = 0.3 * factor[0] - 0.7 * factor[1]
     row -= (row @ (factor.T @ p)) / np.linalg.norm(factor.T @ p) ** 2 * (factor.T @ p)
     J = np.zeros((4, 4))
